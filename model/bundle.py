@@ -1,0 +1,175 @@
+"""The model bundle: a folder that holds everything the service needs, verified on load.
+
+    BUNDLE/
+      model.onnx     inputs image (N,C,H,W) float32, noisy_labels (N,d); outputs scores, cleaned
+      classes.csv    LabelName,DisplayName in the model's class order
+      bundle.json    format version, input spec, thresholds, training mode, metrics, sha256
+
+Torch-free: the service loads bundles with this module alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import InputSpec
+
+BUNDLE_FORMAT = 1
+MODEL_FILE = "model.onnx"
+CLASSES_FILE = "classes.csv"
+META_FILE = "bundle.json"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, malformed, of another format version or tampered with."""
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    id: str  # e.g. Open Images' "/m/01g317"
+    name: str  # display name
+
+
+@dataclass
+class Bundle:
+    path: Path
+    classes: list[LabelClass]
+    input: InputSpec
+    thresholds_cleaned: list[float]  # per class: cleaned score >= threshold means "label present"
+    thresholds_scores: list[float]  # per class: classifier score >= threshold means "present"
+    mode: str = "joint"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def metadata(self) -> dict[str, Any]:
+        """What /model reports: everything in bundle.json plus the classes."""
+        return {
+            "format": BUNDLE_FORMAT,
+            "mode": self.mode,
+            "input": self.input.to_dict(),
+            "classes": [{"id": c.id, "name": c.name} for c in self.classes],
+            "thresholds": {"cleaned": self.thresholds_cleaned, "scores": self.thresholds_scores},
+            "metrics": self.metrics,
+            "sha256": self.sha256,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_bundle(
+    out: Path,
+    onnx_file: Path,
+    classes: list[LabelClass],
+    spec: InputSpec,
+    *,
+    thresholds_cleaned: list[float],
+    thresholds_scores: list[float],
+    mode: str,
+    metrics: dict[str, Any],
+    model_config: dict[str, Any],
+) -> Bundle:
+    """Write classes.csv and bundle.json beside ``onnx_file`` (which must be ``out/model.onnx``)."""
+    if onnx_file != out / MODEL_FILE:
+        raise ValueError(f"the ONNX file must be {out / MODEL_FILE}")
+    for name, values in (("cleaned", thresholds_cleaned), ("scores", thresholds_scores)):
+        if len(values) != len(classes):
+            raise ValueError(f"{len(values)} {name} thresholds for {len(classes)} classes")
+    with (out / CLASSES_FILE).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["LabelName", "DisplayName"])
+        writer.writerows([c.id, c.name] for c in classes)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "model_file": MODEL_FILE,
+        "sha256": file_sha256(onnx_file),
+        "input": spec.to_dict(),
+        "num_classes": len(classes),
+        "thresholds": {
+            "cleaned": [float(t) for t in thresholds_cleaned],
+            "scores": [float(t) for t in thresholds_scores],
+        },
+        "mode": mode,
+        "metrics": metrics,
+        "model_config": model_config,
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return load_bundle(out)
+
+
+def load_bundle(path: Path | str) -> Bundle:
+    """Read and verify a bundle folder: format version, files present, ONNX checksum."""
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise BundleError(f"{path} is not a model bundle: {META_FILE} is missing")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{meta_file}: not valid JSON ({exc})") from exc
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{meta_file}: bundle format {meta.get('format')!r} is not supported "
+            f"(this labelclean reads format {BUNDLE_FORMAT})"
+        )
+    model_file = path / MODEL_FILE
+    if not model_file.is_file():
+        raise BundleError(f"{path}: {MODEL_FILE} is missing")
+    actual = file_sha256(model_file)
+    if actual != meta.get("sha256"):
+        raise BundleError(
+            f"{model_file}: checksum mismatch (bundle.json says {meta.get('sha256')}, "
+            f"file is {actual}); the model file was changed or corrupted"
+        )
+    classes = _read_classes(path / CLASSES_FILE)
+    try:
+        thresholds = meta["thresholds"]
+        bundle = Bundle(
+            path=path,
+            classes=classes,
+            input=InputSpec.from_dict(meta["input"]),
+            thresholds_cleaned=[float(t) for t in thresholds["cleaned"]],
+            thresholds_scores=[float(t) for t in thresholds["scores"]],
+            mode=str(meta.get("mode", "")),
+            metrics=dict(meta.get("metrics", {})),
+            model_config=dict(meta.get("model_config", {})),
+            sha256=actual,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{meta_file}: malformed field ({exc!r})") from exc
+    if len(bundle.thresholds_cleaned) != len(classes) or len(bundle.thresholds_scores) != len(
+        classes
+    ):
+        raise BundleError(f"{meta_file}: thresholds do not match the {len(classes)} classes")
+    return bundle
+
+
+def _read_classes(path: Path) -> list[LabelClass]:
+    if not path.is_file():
+        raise BundleError(f"{path} is missing")
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if rows and rows[0] == ["LabelName", "DisplayName"]:
+        rows = rows[1:]
+    if not rows or any(len(r) != 2 for r in rows):
+        raise BundleError(f"{path}: expected LabelName,DisplayName rows")
+    return [LabelClass(r[0], r[1]) for r in rows]

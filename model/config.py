@@ -1,0 +1,55 @@
+"""The model's configuration: everything needed to rebuild the network and to feed it.
+
+It travels inside every checkpoint and (as the input spec) inside every model bundle, so a model
+is never separated from its preprocessing contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class InputSpec:
+    """How an image becomes the network's input tensor (shared by training and serving)."""
+
+    height: int = 28  # pixels after resize
+    width: int = 28
+    channels: int = 1  # 1 = greyscale ("L"), 3 = RGB
+    mean: list[float] = field(default_factory=lambda: [0.5])  # per channel, on [0, 1] pixels
+    std: list[float] = field(default_factory=lambda: [0.5])
+
+    @property
+    def color_mode(self) -> str:
+        """The Pillow mode images are converted to."""
+        return "L" if self.channels == 1 else "RGB"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the joint cleaner + classifier network."""
+
+    num_classes: int  # d: size of the label vocabulary
+    backbone: str = "small_cnn"  # a name from model.backbones.BACKBONES
+    feature_dim: int = 128  # size of f(I) for small_cnn; torchvision backbones fix their own
+    cleaner_embed_dim: int = 16  # size of each of the cleaner's two projections
+    width: int = 32  # small_cnn: channels of the first conv block (doubled per block)
+    dropout: float = 0.0  # before the classifier
+    input: InputSpec = field(default_factory=InputSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        data["input"] = InputSpec.from_dict(data.get("input", {}))
+        return cls(**data)
