@@ -1,2 +1,156 @@
-def main() -> None:
-    print("labelclean")
+"""The ``labelclean`` command. Each subcommand imports only what it needs, so serving commands
+never load PyTorch.
+
+    labelclean demo-data --out DATA                 # a multi-label set from Fashion-MNIST
+    labelclean train --data DATA --out RUN          # joint model -> RUN/bundle
+    labelclean benchmark --data DATA --out BENCH    # the paper's table, five modes
+    labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE
+    labelclean evaluate --model BUNDLE --data DATA
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+MODES = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True,
+                   help="data folder in Open Images layout (see README, 'Data format')")
+    for flag, default, what in [
+        ("--classes-file", "class-descriptions.csv", "class list (LabelName,DisplayName)"),
+        ("--train-machine", "train-annotations-machine-imagelabels.csv", "noisy machine labels"),
+        ("--train-human", "train-annotations-human-imagelabels.csv", "human verifications (V)"),
+        ("--test-machine", "test-annotations-machine-imagelabels.csv", "test machine labels"),
+        ("--test-human", "test-annotations-human-imagelabels.csv", "test human labels"),
+        ("--images", "images", "image folder under --data, or s3://bucket/prefix"),
+    ]:
+        p.add_argument(flag, default=default, help=f"{what} (default: {default})")
+    p.add_argument("--ignore-unknown-labels", action="store_true",
+                   help="skip annotation rows whose label is not in the class file "
+                        "(default: stop with an error listing them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from labelclean.training.loop import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("schedule")
+    g.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"passes over T with noisy labels, the first phase (default {d.epochs})")
+    g.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help="passes over T in the joint / mixed phase "
+                        f"(default {d.finetune_epochs})")
+    g.add_argument("--clean-epochs", type=int, default=d.clean_epochs,
+                   help=f"finetune-clean: passes over V (default {d.clean_epochs})")
+    g.add_argument("--cleaner-epochs", type=int, default=d.cleaner_epochs,
+                   help=f"pretrain: passes over V training the cleaner alone "
+                        f"(default {d.cleaner_epochs})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"images per step, T and V together (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=d.lr,
+                   help=f"learning rate of the first phase (default {d.lr})")
+    g.add_argument("--finetune-lr", type=float, default=d.finetune_lr,
+                   help=f"learning rate of later phases (default {d.finetune_lr})")
+    g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = CUDA when available (bf16 autocast, channels_last)")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", default="small_cnn",
+                   help="small_cnn (default, trains in minutes on a CPU) or a torchvision "
+                        "architecture: resnet18, resnet50, inception_v3, efficientnet_b0, ...")
+    m.add_argument("--backbone-weights", type=Path,
+                   help="local state-dict file for the backbone (never downloaded)")
+    m.add_argument("--feature-dim", type=int, default=128, help="small_cnn feature size f(I)")
+    m.add_argument("--cleaner-dim", type=int, default=16, help="cleaner embedding size")
+    m.add_argument("--width", type=int, default=32, help="small_cnn channels of the first block")
+    m.add_argument("--image-size", type=int,
+                   help="input size in pixels (default: the backbone's own; 28 for small_cnn)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labelclean",
+        description="Find wrong and missing image labels with a small human-verified set "
+                    "(Veit et al., CVPR 2017), and serve the model over HTTP.",
+    )
+    parser.add_argument("--version", action="version", version=f"labelclean {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="build the Fashion-MNIST multi-label demo data set",
+                       description="Write a multi-label data set in Open Images layout from "
+                                   "Fashion-MNIST mosaics, noisy labels from a machine annotator.")
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
+                   help="Fashion-MNIST folder (the *-ubyte.gz files)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=20000, help="size of T (default 20000)")
+    p.add_argument("--verified", type=int, default=500, help="size of V (default 500)")
+    p.add_argument("--test", type=int, default=5000, help="test images (default 5000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train one mode and export its bundle",
+                       description="Train the joint cleaner + classifier (or a baseline). "
+                                   "Writes RUN/checkpoint.pt, RUN/report.json, RUN/bundle/.")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--mode", choices=MODES, default="joint",
+                   help="joint (default), pretrain, or a baseline: noisy, finetune-clean, "
+                        "finetune-mixed")
+    p.add_argument("--init", type=Path,
+                   help="start from this noisy-phase checkpoint instead of training it")
+    p.add_argument("--resume", type=Path, help="continue an interrupted run from its checkpoint")
+    p.add_argument("--no-export", action="store_true", help="skip writing RUN/bundle")
+    _train_args(p)
+
+    p = sub.add_parser("benchmark", help="train the five modes and write the paper's table",
+                       description="Train the noisy model once per seed, start the other four "
+                                   "modes from it, and write results.md, results.json and "
+                                   "a precision-recall plot.")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="results folder")
+    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    _train_args(p)
+
+    p = sub.add_parser("export", help="export a checkpoint to a model bundle",
+                       description="Export to ONNX, check ONNX Runtime against PyTorch on a "
+                                   "real batch, and write the bundle folder.")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--data", type=Path,
+                   help="data folder whose test images give the parity batch "
+                        "(default: random inputs)")
+
+    p = sub.add_parser("evaluate", help="score a bundle with ONNX Runtime on the test set")
+    _data_args(p)
+    p.add_argument("--model", type=Path, required=True, help="bundle folder")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from labelclean import commands
+
+    handler = getattr(commands, args.command.replace("-", "_"))
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except commands.USER_ERRORS as exc:
+        print(f"labelclean {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

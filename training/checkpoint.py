@@ -1,0 +1,54 @@
+"""Checkpoints that carry everything needed to rebuild the model and to resume training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model.bundle import LabelClass
+from ..model.config import ModelConfig
+from ..model.network import LabelCleaningNet
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit."""
+
+
+def save_checkpoint(path: Path, net: LabelCleaningNet, classes: list[LabelClass],
+                    **fields: Any) -> None:
+    """Write atomically: a crash mid-write never leaves a half checkpoint behind."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": net.config.to_dict(),
+        "state_dict": net.state_dict(),
+        "classes": [[c.id, c.name] for c in classes],
+        **fields,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: one user error
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a labelclean checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def rebuild(state: dict[str, Any]) -> tuple[LabelCleaningNet, list[LabelClass]]:
+    """The network (weights loaded) and the classes of a checkpoint."""
+    net = LabelCleaningNet(ModelConfig.from_dict(state["model_config"]))
+    net.load_state_dict(state["state_dict"])
+    return net, [LabelClass(i, n) for i, n in state["classes"]]

@@ -1,0 +1,188 @@
+"""The training loop: every mode is a sequence of phases run by one ``run_phase``.
+
+Phases (what a batch holds -> the loss):
+    noisy    T images                 BCE(h, y)
+    clean    V images                 BCE(h, v) on verified classes
+    mixed    T and V, 9:1             BCE(h, y) on T + BCE(h, v) on V
+    cleaner  V images, backbone fixed 0.1 * L1(c, v)                       (g alone)
+    joint    T and V, 9:1             0.1 * L1(c, v) on V + BCE(h, c.detach()) on T + BCE(h, v) on V
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..model.network import LabelCleaningNet
+from .batches import Batch, Cycler, TrainingData, to_input
+
+Mode = Literal["noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint"]
+MODES: tuple[Mode, ...] = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
+Phase = Literal["noisy", "clean", "mixed", "cleaner", "joint"]
+NEEDS_VERIFIED = {"clean", "mixed", "cleaner", "joint"}
+
+
+@dataclass
+class TrainConfig:
+    mode: Mode = "joint"
+    epochs: int = 6  # first phase: passes over T with its noisy labels
+    finetune_epochs: int = 3  # mixed / joint phases: passes over T
+    clean_epochs: int = 20  # finetune-clean: passes over V
+    cleaner_epochs: int = 20  # pretrain: passes over V training the cleaner alone
+    batch_size: int = 64  # images per step, T and V together
+    lr: float = 2e-3  # first phase (AdamW, cosine decay)
+    finetune_lr: float = 5e-4  # every later phase
+    weight_decay: float = 1e-4
+    clean_weight: float = 0.1  # weight of L_clean
+    classify_weight: float = 1.0  # weight of L_classify
+    verified_share: float = 0.1  # share of V images in a mixed batch (9:1)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def phases_for(cfg: TrainConfig, *, from_noisy: bool = False) -> list[tuple[Phase, int]]:
+    """The (phase, epochs) sequence of a mode; ``from_noisy`` skips the shared first phase."""
+    later: dict[Mode, list[tuple[Phase, int]]] = {
+        "noisy": [],
+        "finetune-clean": [("clean", cfg.clean_epochs)],
+        "finetune-mixed": [("mixed", cfg.finetune_epochs)],
+        "joint": [("joint", cfg.finetune_epochs)],
+        "pretrain": [("cleaner", cfg.cleaner_epochs), ("joint", cfg.finetune_epochs)],
+    }
+    first: list[tuple[Phase, int]] = [] if from_noisy else [("noisy", cfg.epochs)]
+    return [p for p in first + later[cfg.mode] if p[1] > 0]
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return (loss * mask).sum() if mask is not None else loss.sum()
+
+
+class Stepper:
+    """Draws a phase's batches and computes its loss."""
+
+    def __init__(self, net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig,
+                 phase: Phase, device: torch.device, generator: torch.Generator) -> None:
+        self.net, self.data, self.cfg, self.phase, self.device = net, data, cfg, phase, device
+        self.spec = net.config.input
+        self.channels_last = device.type == "cuda"
+        n_t, n_v = len(data.noisy_train), len(data.verified)
+        self.uses_t = phase in ("noisy", "mixed", "joint")
+        self.uses_v = phase in NEEDS_VERIFIED
+        self.v_per_batch = (
+            cfg.batch_size if not self.uses_t
+            else max(1, round(cfg.batch_size * cfg.verified_share)) if self.uses_v else 0
+        )
+        self.t_per_batch = cfg.batch_size - self.v_per_batch if self.uses_t else 0
+        self.steps = (n_t // self.t_per_batch) if self.uses_t else -(-n_v // self.v_per_batch)
+        self.t_rows = Cycler(n_t, generator) if self.uses_t else None
+        self.v_rows = Cycler(n_v, generator) if self.uses_v else None
+
+    def batch(self) -> tuple[Batch | None, Batch | None]:
+        t = self.data.noisy_train.take(self.t_rows.draw(self.t_per_batch), self.device) \
+            if self.t_rows else None
+        v = self.data.verified.take(self.v_rows.draw(self.v_per_batch), self.device) \
+            if self.v_rows else None
+        return t, v
+
+    def loss(self, t: Batch | None, v: Batch | None) -> torch.Tensor:
+        net, cfg = self.net, self.cfg
+        pixels = torch.cat([b.pixels for b in (t, v) if b is not None])
+        x = to_input(pixels, self.spec, self.channels_last)
+        n = len(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            if self.phase == "cleaner":
+                with torch.no_grad():
+                    features = net.features(x)
+            else:
+                features = net.features(x)
+            logits = net.logits(features) if self.phase != "cleaner" else None
+        features = features.float()
+        n_t = len(t.pixels) if t is not None else 0
+        loss = torch.zeros((), device=self.device)
+        if self.phase in ("cleaner", "joint"):
+            cleaned_v = net.cleaner(v.noisy, features[n_t:])
+            l_clean = ((cleaned_v - v.human).abs() * v.known).sum() / len(v.pixels)
+            loss = loss + cfg.clean_weight * l_clean
+        if self.phase == "cleaner":
+            return loss
+        classify = torch.zeros((), device=self.device)
+        if t is not None:
+            target_t = t.noisy
+            if self.phase == "joint":
+                with torch.no_grad():  # c is a constant target: no gradient into g
+                    target_t = net.cleaner(t.noisy, features[:n_t])
+            classify = classify + _bce(logits[:n_t], target_t)
+        if v is not None:
+            classify = classify + _bce(logits[n_t:], v.human, v.known)
+        return loss + cfg.classify_weight * classify / n
+
+
+def make_optimizer(net: LabelCleaningNet, phase: Phase, lr: float, weight_decay: float):
+    params = net.cleaner.parameters() if phase == "cleaner" else net.parameters()
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def run_phase(
+    net: LabelCleaningNet,
+    data: TrainingData,
+    cfg: TrainConfig,
+    phase: Phase,
+    epochs: int,
+    device: torch.device,
+    *,
+    phase_index: int = 0,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    on_epoch_end: Callable[[int, torch.optim.Optimizer, object], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train ``epochs`` passes of one phase; returns its images/s and last loss."""
+    generator = torch.Generator().manual_seed(cfg.seed * 1009 + phase_index)
+    stepper = Stepper(net, data, cfg, phase, device, generator)
+    lr = cfg.lr if phase == "noisy" else cfg.finetune_lr
+    optimizer = make_optimizer(net, phase, lr, cfg.weight_decay)
+    total = max(1, stepper.steps * epochs)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total, pct_start=0.1 if phase == "noisy" else 0.0
+    ) if phase == "noisy" else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    images, seconds, last = 0, 0.0, float("nan")
+    for epoch in range(start_epoch, epochs):
+        generator.manual_seed(cfg.seed * 1009 + phase_index * 101 + epoch)
+        stepper = Stepper(net, data, cfg, phase, device, generator)
+        net.train()
+        if phase == "cleaner":
+            net.backbone.eval()
+        bar = tqdm(range(stepper.steps), desc=f"{phase} {epoch + 1}/{epochs}", unit="step",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        started = time.perf_counter()
+        for _ in bar:
+            t, v = stepper.batch()
+            loss = stepper.loss(t, v)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            images += cfg.batch_size
+            if bar.n % 20 == 0:
+                last = float(loss)
+                rate = images / max(seconds + time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{last:.4f}", img_s=f"{rate:.0f}")
+        seconds += time.perf_counter() - started
+        last = float(loss) if stepper.steps else last
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, optimizer, scheduler)
+    return {"images_per_s": images / seconds if seconds else 0.0, "loss": last,
+            "seconds": seconds}

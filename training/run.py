@@ -1,0 +1,179 @@
+"""Train one mode end to end: data, phases, thresholds, evaluation, checkpoint, bundle.
+
+    labelclean train --data DATA --out RUN --mode joint            # CPU-sized demo: minutes
+    labelclean train --data DATA --out RUN --backbone resnet50 --device cuda
+
+RUN/ gets checkpoint.pt (resumable), report.json and bundle/ (the ONNX model bundle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.config import ModelConfig
+from ..model.export import export_bundle
+from ..model.network import LabelCleaningNet
+from .batches import Part, TrainingData, to_input
+from .checkpoint import CheckpointError, load_checkpoint, rebuild, save_checkpoint
+from .evaluate import score
+from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, run_phase
+from .metrics import calibrate_thresholds
+from .openimages import DataError
+
+GPU_RESIDENT_SHARE = 0.25  # keep the decoded data on the GPU when it takes less than this
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def place_data(data: TrainingData, device: torch.device) -> TrainingData:
+    """On CUDA, move the decoded images to the GPU when they fit comfortably."""
+    if device.type != "cuda":
+        return data
+    total = sum(p.nbytes for p in data.parts().values())
+    if total < GPU_RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
+        return data.to(device)
+    return data
+
+
+@torch.no_grad()
+def predict_part(net: LabelCleaningNet, part: Part, device: torch.device,
+                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, cleaned), each (N, d) float32, for every image of ``part``."""
+    net.eval()
+    spec = net.config.input
+    out_s, out_c = [], []
+    for i in range(0, len(part), batch_size):
+        rows = torch.arange(i, min(i + batch_size, len(part)))
+        batch = part.take(rows, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            s, c = net(to_input(batch.pixels, spec, device.type == "cuda"), batch.noisy)
+        out_s.append(s.float().cpu().numpy())
+        out_c.append(c.float().cpu().numpy())
+    d = net.config.num_classes
+    if not out_s:
+        return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32)
+    return np.concatenate(out_s), np.concatenate(out_c)
+
+
+def build_network(model_cfg: ModelConfig, data: TrainingData, init: Path | None,
+                  backbone_weights: Path | None) -> LabelCleaningNet:
+    if init is None:
+        return LabelCleaningNet(model_cfg, backbone_weights)
+    net, classes = rebuild(load_checkpoint(init))
+    if [c.id for c in classes] != [c.id for c in data.classes]:
+        raise CheckpointError(f"{init}: its classes differ from the data set's class file")
+    return net
+
+
+def check_verified(data: TrainingData, cfg: TrainConfig, phases: list) -> None:
+    if any(p in NEEDS_VERIFIED for p, _ in phases) and len(data.verified) == 0:
+        raise DataError(
+            f"mode {cfg.mode!r} needs human-verified training images (V), but the data set has "
+            "none that decoded (train-annotations-human-imagelabels.csv)"
+        )
+    if len(data.noisy_train) == 0 and any(p in ("noisy", "mixed", "joint") for p, _ in phases):
+        raise DataError("the data set has no training images with machine labels only (T)")
+
+
+def train(
+    data: TrainingData,
+    out: Path,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    *,
+    init: Path | None = None,
+    resume: Path | None = None,
+    backbone_weights: Path | None = None,
+    export: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg.mode`` (from ``init``, a noisy-phase checkpoint, when given); write RUN/."""
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    phases = phases_for(cfg, from_noisy=init is not None)
+    check_verified(data, cfg, phases)
+    state = load_checkpoint(resume) if resume else None
+    net = rebuild(state)[0] if state else build_network(model_cfg, data, init, backbone_weights)
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    data = place_data(data, device)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    start_phase, start_epoch = (state["phase_index"], state["epoch"] + 1) if state else (0, 0)
+    timings: dict[str, Any] = {}
+    started = time.perf_counter()
+    for index, (phase, epochs) in enumerate(phases):
+        if index < start_phase:
+            continue
+        first = index == start_phase
+
+        def save(epoch: int, optimizer, scheduler, index=index) -> None:
+            save_checkpoint(ckpt, net, data.classes, train_config=cfg.to_dict(), phases=phases,
+                            phase_index=index, epoch=epoch,
+                            optimizer={"optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict()})
+
+        timings[phase] = run_phase(
+            net, data, cfg, phase, epochs, device, phase_index=index,
+            start_epoch=start_epoch if first else 0,
+            optimizer_state=state["optimizer"] if (state and first) else None,
+            on_epoch_end=save, progress=progress,
+        )
+    report = finish(net, data, cfg, out, device, phases, export=export)
+    report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def finish(net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig, out: Path,
+           device: torch.device, phases: list, *, export: bool) -> dict[str, Any]:
+    """Calibrate thresholds on the held-out part of V, evaluate on test, save and export."""
+    cal_s, cal_c = predict_part(net, data.calibration, device)
+    cal_known = data.calibration.known.cpu().numpy().astype(bool)
+    cal_human = data.calibration.human.cpu().numpy()
+    thresholds = {
+        "cleaned": calibrate_thresholds(cal_c, cal_human, cal_known),
+        "scores": calibrate_thresholds(cal_s, cal_human, cal_known),
+    }
+    test_s, test_c = predict_part(net, data.test, device)
+    test = data.test
+    arrays = {"scores": test_s, "cleaned": test_c, "noisy": test.noisy.cpu().numpy(),
+              "human": test.human.cpu().numpy(), "known": test.known.cpu().numpy() > 0}
+    np.savez_compressed(out / "test_predictions.npz", **arrays)
+    metrics = score(test_s, test_c, arrays["noisy"], arrays["human"], arrays["known"],
+                    thresholds["cleaned"])
+    net.cpu()
+    save_checkpoint(out / "checkpoint.pt", net, data.classes, train_config=cfg.to_dict(),
+                    phases=phases, phase_index=len(phases), epoch=-1,
+                    optimizer=None, thresholds=thresholds, metrics=metrics, done=True)
+    report: dict[str, Any] = {
+        "mode": cfg.mode, "seed": cfg.seed, "metrics": metrics, "thresholds": thresholds,
+        "sizes": {k: len(p) for k, p in data.parts().items()},
+        "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],
+        "ignored_labels": data.unknown_labels,
+    }
+    if export:
+        rows = torch.arange(min(32, len(test)))
+        sample = test.take(rows, torch.device("cpu"))
+        images = to_input(sample.pixels, net.config.input).numpy()
+        bundle = export_bundle(
+            net, out / "bundle", data.classes, sample=(images, sample.noisy.numpy()),
+            thresholds_cleaned=thresholds["cleaned"], thresholds_scores=thresholds["scores"],
+            mode=cfg.mode, metrics=metrics,
+        )
+        report["bundle"] = str(bundle.path)
+    return report
+
