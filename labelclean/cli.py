@@ -70,6 +70,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--feature-dim", type=int, default=128, help="small_cnn feature size f(I)")
     m.add_argument("--cleaner-dim", type=int, default=16, help="cleaner embedding size")
     m.add_argument("--width", type=int, default=32, help="small_cnn channels of the first block")
+    m.add_argument("--noisy-labels", choices=["confidence", "binary"], default="confidence",
+                   help="how the cleaner reads machine labels: their confidence (default), or 1 "
+                        "for every listed label (for annotators without scores)")
     m.add_argument("--image-size", type=int,
                    help="input size in pixels (default: the backbone's own; 28 for small_cnn)")
 

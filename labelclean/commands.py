@@ -32,7 +32,7 @@ def _configs(args: argparse.Namespace, num_classes: int):
         spec.height = spec.width = args.image_size
     model_cfg = ModelConfig(num_classes=num_classes, backbone=args.backbone,
                             feature_dim=args.feature_dim, cleaner_embed_dim=args.cleaner_dim,
-                            width=args.width, input=spec)
+                            width=args.width, noisy_labels=args.noisy_labels, input=spec)
     train_cfg = TrainConfig(
         mode=getattr(args, "mode", "joint"), epochs=args.epochs,
         finetune_epochs=args.finetune_epochs, clean_epochs=args.clean_epochs,
@@ -42,10 +42,11 @@ def _configs(args: argparse.Namespace, num_classes: int):
     return model_cfg, train_cfg
 
 
-def _load_data(args: argparse.Namespace, spec, seed: int):
+def _load_data(args: argparse.Namespace, model_cfg, seed: int):
     from labelclean.training.batches import prepare_data
 
-    data = prepare_data(_files(args), spec, seed=seed,
+    data = prepare_data(_files(args), model_cfg.input, seed=seed,
+                        noisy_labels=model_cfg.noisy_labels,
                         ignore_unknown=args.ignore_unknown_labels, progress=not args.quiet)
     if data.failures:
         print(f"skipped {len(data.failures)} image(s) that could not be read, e.g. "
@@ -73,7 +74,7 @@ def train(args: argparse.Namespace) -> int:
 
     files = _files(args)
     model_cfg, train_cfg = _configs(args, len(read_classes(files.path(files.classes))))
-    data = _load_data(args, model_cfg.input, train_cfg.seed)
+    data = _load_data(args, model_cfg, train_cfg.seed)
     report = run_training(data, args.out, train_cfg, model_cfg, init=args.init,
                           resume=args.resume, backbone_weights=args.backbone_weights,
                           export=not args.no_export, progress=not args.quiet)
@@ -94,7 +95,7 @@ def benchmark(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     model_cfg, train_cfg = _configs(args, len(read_classes(files.path(files.classes))))
-    data = _load_data(args, model_cfg.input, seed=0)
+    data = _load_data(args, model_cfg, seed=0)
     results = run_benchmark(data, args.out, train_cfg, model_cfg, seeds=seeds, modes=modes,
                             progress=not args.quiet)
     print((args.out / "results.md").read_text())

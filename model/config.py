@@ -43,6 +43,9 @@ class ModelConfig:
     cleaner_embed_dim: int = 16  # size of each of the cleaner's two projections
     width: int = 32  # small_cnn: channels of the first conv block (doubled per block)
     dropout: float = 0.0  # before the classifier
+    # How noisy labels y are encoded: "confidence" (the machine's score, 1.0 when none is given)
+    # or "binary" (1 for every listed label). Serving encodes requests the same way.
+    noisy_labels: str = "confidence"
     input: InputSpec = field(default_factory=InputSpec)
 
     def to_dict(self) -> dict[str, Any]:

@@ -96,3 +96,12 @@ def normalize(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     std = np.asarray(spec.std, dtype=np.float32)
     x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def encode_noisy(noisy: np.ndarray, encoding: str) -> np.ndarray:
+    """Machine labels (N, d) as the model reads them: confidences, or 1 for any listed label."""
+    if encoding == "binary":
+        return (noisy > 0).astype(np.float32)
+    if encoding != "confidence":
+        raise ValueError(f"noisy label encoding must be 'confidence' or 'binary', not {encoding!r}")
+    return noisy

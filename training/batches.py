@@ -14,6 +14,7 @@ import torch
 
 from ..model.bundle import LabelClass
 from ..model.config import InputSpec
+from ..model.preprocess import encode_noisy
 from .images import LoadFailure, load_images, open_source
 from .openimages import DataError, DataFiles, Split, load_dataset
 
@@ -122,6 +123,7 @@ def prepare_data(
     seed: int = 0,
     calibration_fraction: float = 0.2,
     ignore_unknown: bool = False,
+    noisy_labels: str = "confidence",
     progress: bool = True,
 ) -> TrainingData:
     """Read the CSVs, decode every image once and split V into training and calibration parts.
@@ -134,6 +136,8 @@ def prepare_data(
     failures: list[LoadFailure] = []
     uri = files.images_uri
     splits = {"T": data.train_noisy, "V": data.verified, "test": data.test}
+    for split in splits.values():
+        split.noisy = encode_noisy(split.noisy, noisy_labels)
     parts = {name: _decoded(s, spec, uri, name, progress, failures) for name, s in splits.items()}
     verified = parts["V"]
     order = np.random.default_rng(seed).permutation(len(verified))

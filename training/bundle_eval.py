@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.bundle import load_bundle
-from ..model.preprocess import normalize
+from ..model.preprocess import encode_noisy, normalize
 from ..model.runtime import Device, OnnxModel
 from .evaluate import predict_batches, score
 from .images import load_images, open_source
@@ -27,6 +27,7 @@ def evaluate_bundle(path, files: DataFiles, *, device: Device = "auto",
                                        bundle.input, desc="decode test", progress=progress)
     rows = np.flatnonzero(ok)
     test = test.subset(rows)
+    test.noisy = encode_noisy(test.noisy, bundle.model_config.get("noisy_labels", "confidence"))
     scores, cleaned = predict_batches(model.run, pixels[rows], test.noisy,
                                       lambda p: normalize(p, bundle.input))
     metrics = score(scores, cleaned, test.noisy, test.human, test.known,
