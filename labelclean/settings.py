@@ -1,0 +1,139 @@
+"""The one settings object of the service (and of the future worker and offline CLI).
+
+Every field can be set from a ``LABELCLEAN_<NAME>`` environment variable, e.g.
+``LABELCLEAN_MODEL=demo/run/bundle LABELCLEAN_DEVICE=cuda``. Unsafe or nonsensical values are
+refused when the settings are built, so a misconfigured server stops at start-up with one line
+naming the setting instead of misbehaving later.
+
+    settings = get_settings()                     # cached, from the environment
+    settings = Settings(model="b", max_images=4)  # explicit (tests)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_API_KEY_LENGTH = 16
+MAX_BODY_BYTES_LIMIT = 1 << 30  # 1 GiB: more than this in one request is never reasonable
+MAX_PIXELS_LIMIT = 178_956_970  # Pillow's own "certainly a decompression bomb" limit
+KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "ICO", "MPO")
+
+
+class Settings(BaseSettings):
+    """Service settings; each field is also the env variable LABELCLEAN_<FIELD> (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELCLEAN_", extra="ignore", frozen=True)
+
+    model: Path | None = Field(None, description="model bundle folder (model.onnx, classes.csv)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA when available, else CPU; cuda = demand CUDA"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # Dynamic batching.
+    max_batch_size: int = Field(32, ge=1, le=1024, description="images per ONNX Runtime run")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, le=1000, description="longest an image waits for others to join its batch"
+    )
+    max_queue_images: int = Field(
+        2048, ge=1, le=1_000_000, description="images waiting or decoding; more -> 503"
+    )
+    decode_threads: int = Field(2, ge=1, le=64, description="threads that decode and resize")
+    inference_threads: int = Field(0, ge=0, le=256, description="ORT intra-op threads, 0=auto")
+
+    # Input safety.
+    max_body_bytes: int = Field(32 << 20, ge=1024, description="bytes per request body")
+    max_images: int = Field(32, ge=1, le=1024, description="image parts per request")
+    max_pixels: int = Field(40_000_000, ge=1, description="pixels per decoded image")
+    allowed_formats: Annotated[tuple[str, ...], NoDecode] = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+    # Access.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="comma-separated; when set, all but /healthz need a Bearer key"
+    )
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple):
+            formats = tuple(str(v).strip().upper() for v in value)
+            unknown = sorted(set(formats) - set(KNOWN_FORMATS))
+            if unknown:
+                raise ValueError(f"unknown image format(s) {unknown}; known: {KNOWN_FORMATS}")
+            if not formats:
+                raise ValueError("at least one image format must be allowed")
+            return formats
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple):
+            keys = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value]
+            short = [k for k in keys if len(k) < MIN_API_KEY_LENGTH]
+            if short:
+                raise ValueError(
+                    f"{len(short)} API key(s) shorter than {MIN_API_KEY_LENGTH} characters: "
+                    "use long random keys (e.g. `openssl rand -hex 24`)"
+                )
+            if any(any(c.isspace() or c == "," for c in k) for k in keys):
+                raise ValueError("API keys may not contain spaces or commas")
+            return tuple(SecretStr(k) for k in keys)
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _body_cap(cls, value: int) -> int:
+        if value > MAX_BODY_BYTES_LIMIT:
+            raise ValueError(f"max_body_bytes above {MAX_BODY_BYTES_LIMIT} (1 GiB) is unsafe")
+        return value
+
+    @field_validator("max_pixels")
+    @classmethod
+    def _pixel_cap(cls, value: int) -> int:
+        if value > MAX_PIXELS_LIMIT:
+            raise ValueError(f"max_pixels above {MAX_PIXELS_LIMIT} would allow decompression bombs")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_queue_images < self.max_images:
+            raise ValueError("max_queue_images must be at least max_images")
+        return self
+
+    @property
+    def key_values(self) -> tuple[bytes, ...]:
+        """The API keys as bytes, for constant-time comparison."""
+        return tuple(k.get_secret_value().encode() for k in self.api_keys)
+
+    def env(self) -> dict[str, str]:
+        """These settings as LABELCLEAN_* variables (how `serve` hands them to worker processes)."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "api_keys":
+                value = ",".join(k.get_secret_value() for k in value)
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            out[f"LABELCLEAN_{name.upper()}"] = str(value)
+        return out
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings from the environment, built once (FastAPI dependency; tests override it)."""
+    return Settings()

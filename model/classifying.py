@@ -1,0 +1,69 @@
+"""Classifying images: the one code path behind POST /classify (and the CLI, worker).
+
+    results = await classify_images(bundle, [png_bytes], predict=model.run, top_k=5)
+    results[0]   # [ScoredLabel(id, name, score), ...], highest score first
+
+A label is returned when its classifier score reaches its threshold: the bundle's per-class
+``thresholds_scores`` unless the request overrides them (one number, or {label id: number}),
+then at most ``top_k`` of them. Pass ``threshold=0`` for a plain top-k. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .cleaning import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+    Offload,
+    Predict,
+    call_predict,
+    prepare_images,
+    round_score,
+)
+from .labels import InputError, label_index, parse_thresholds
+
+
+@dataclass(frozen=True)
+class ScoredLabel:
+    id: str
+    name: str
+    score: float  # sigmoid(h(f(I))) for this class
+    threshold: float
+
+
+async def classify_images(
+    bundle: Bundle,
+    images: Sequence[bytes],
+    *,
+    predict: Predict,
+    threshold: str | float | dict[str, Any] | None = None,
+    top_k: int | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    offload: Offload | None = None,
+) -> list[list[ScoredLabel]]:
+    """Per image, its labels whose score reaches the threshold, best first, at most ``top_k``.
+
+    Raises InputError (threshold, top_k) before decoding, then ImageError.
+    """
+    if top_k is not None and (isinstance(top_k, bool) or not 1 <= top_k <= bundle.num_classes):
+        raise InputError(f"top_k must be between 1 and {bundle.num_classes}", field="top_k")
+    index = label_index(bundle.classes)
+    limit = parse_thresholds(threshold, index, bundle.thresholds_scores)
+    batch = await prepare_images(images, bundle.input, limits, offload)
+    noisy = np.zeros((len(images), bundle.num_classes), dtype=np.float32)
+    scores, _ = await call_predict(predict, batch, noisy)
+    out = []
+    for row in scores:
+        passing = np.flatnonzero(row >= limit)
+        best = passing[np.argsort(-row[passing], kind="stable")][:top_k]
+        out.append(
+            [ScoredLabel(bundle.classes[i].id, bundle.classes[i].name, round_score(row[i]),
+                         round_score(limit[i])) for i in best]
+        )  # fmt: skip
+    return out

@@ -1,0 +1,187 @@
+"""Cleaning images' labels: the one code path behind POST /clean, the bulk worker and the CLI.
+
+    results = await clean_images(bundle, [png_bytes], ['["/m/01g317"]'], predict=model.run)
+    results = clean_images_sync(bundle, [png_bytes], [["/m/01g317"]], predict=model.run)
+    results[0].labels   # [LabelVerdict(id, name, noisy, cleaned, threshold, verdict), ...]
+
+Steps: parse every image's labels (unknown ids fail the whole request before any decoding),
+decode and normalise each image (``offload`` runs that elsewhere, e.g. a thread pool), predict
+one (N, C, H, W) batch through ``predict`` (``OnnxModel.run`` or the service's dynamic batcher,
+sync or async), then give each label a verdict against its threshold:
+
+    noisy label present, cleaned >= threshold  -> kept
+    noisy label present, cleaned <  threshold  -> removed
+    noisy label absent,  cleaned >= threshold  -> added
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from .bundle import Bundle, LabelClass
+from .config import InputSpec
+from .labels import InputError, label_index, parse_labels, parse_thresholds, unknown_labels_error
+from .preprocess import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, ImageError, load_pixels, normalize
+
+T = TypeVar("T")
+Arrays = tuple[np.ndarray, np.ndarray]
+Predict = Callable[[np.ndarray, np.ndarray], Arrays | Awaitable[Arrays]]
+"""(N, C, H, W) float32 images, (N, d) float32 noisy labels -> ((N, d) scores, (N, d) cleaned)."""
+Offload = Callable[..., Awaitable[Any]]
+"""``offload(fn, *args)`` runs ``fn(*args)`` somewhere and awaits it (e.g. a thread pool)."""
+Verdict = Literal["kept", "removed", "added"]
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image may be: at most ``max_pixels`` pixels, one of ``formats`` (Pillow names)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+@dataclass(frozen=True)
+class LabelVerdict:
+    id: str
+    name: str
+    noisy: float  # the request's value: its confidence, 1 for a bare id, 0 when absent
+    cleaned: float  # c = clip(y + g(y, f), 0, 1)
+    threshold: float
+    verdict: Verdict
+
+
+@dataclass
+class CleanResult:
+    """One image: its labels that were given or added, highest cleaned score first."""
+
+    labels: list[LabelVerdict] = field(default_factory=list)
+
+    @property
+    def cleaned_labels(self) -> list[str]:
+        """The ids of the image's labels after cleaning (kept and added)."""
+        return [v.id for v in self.labels if v.verdict != "removed"]
+
+
+def prepare_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarray:
+    """Encoded image bytes -> (C, H, W) float32 network input. Raises ImageError."""
+    pixels = load_pixels(data, spec, max_pixels=limits.max_pixels, formats=limits.formats)
+    return normalize(pixels[None], spec)[0]
+
+
+async def _inline(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
+async def prepare_images(
+    images: Sequence[bytes], spec: InputSpec, limits: ImageLimits, offload: Offload | None = None
+) -> np.ndarray:
+    """Decode all images (concurrently through ``offload``) -> (N, C, H, W) float32.
+
+    An ImageError names the first bad image: its ``index`` attribute and message say which.
+    """
+    run = offload or _inline
+    outcomes = await asyncio.gather(
+        *(run(prepare_image, data, spec, limits) for data in images), return_exceptions=True
+    )
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, ImageError):
+            error = type(outcome)(f"image {i}: {outcome}")
+            error.index = i  # type: ignore[attr-defined]
+            raise error from outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return np.stack(outcomes)
+
+
+async def call_predict(predict: Predict, images: np.ndarray, noisy: np.ndarray) -> Arrays:
+    """Run ``predict``, awaiting it when it is asynchronous."""
+    result = predict(images, noisy)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def round_score(x: float) -> float:
+    """float32 -> a float that prints as it was meant (0.4, not 0.4000000059604645)."""
+    return round(float(x), 6)
+
+
+def verdicts(
+    classes: Sequence[LabelClass], noisy: np.ndarray, cleaned: np.ndarray, thresholds: np.ndarray
+) -> CleanResult:
+    """(d,) noisy, cleaned and thresholds of one image -> its given and added labels."""
+    present = noisy > 0
+    passes = cleaned >= thresholds
+    out = []
+    for i in np.flatnonzero(present | passes):
+        verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
+        out.append(
+            LabelVerdict(classes[i].id, classes[i].name, round_score(noisy[i]), round_score(cleaned[i]),
+                         round_score(thresholds[i]), verdict)
+        )  # fmt: skip
+    out.sort(key=lambda v: -v.cleaned)
+    return CleanResult(out)
+
+
+async def clean_images(
+    bundle: Bundle,
+    images: Sequence[bytes],
+    labels: Sequence[str | list[Any]],
+    *,
+    predict: Predict,
+    thresholds: str | float | dict[str, Any] | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    offload: Offload | None = None,
+) -> list[CleanResult]:
+    """Clean the noisy ``labels`` of each of ``images`` (same order, one entry per image).
+
+    Each labels entry is a JSON array (string or decoded) of ids or of {"label", "confidence"};
+    ``thresholds`` overrides the bundle's cleaned-label thresholds (see ``parse_thresholds``).
+    Raises InputError (labels, thresholds) before decoding, then ImageError.
+    """
+    if len(labels) != len(images):
+        raise InputError(
+            f"{len(images)} image(s) but {len(labels)} labels field(s): send one labels field "
+            "per image, in the same order",
+            field="labels",
+        )
+    index = label_index(bundle.classes)
+    noisy = np.zeros((len(images), bundle.num_classes), dtype=np.float32)
+    unknown: list[str] = []
+    for i, value in enumerate(labels):
+        noisy[i], missing = parse_labels(value, index, field=f"labels[{i}]")
+        unknown += missing
+    if unknown:
+        raise unknown_labels_error(unknown)
+    limit = parse_thresholds(thresholds, index, bundle.thresholds_cleaned)
+    batch = await prepare_images(images, bundle.input, limits, offload)
+    _, cleaned = await call_predict(predict, batch, noisy)
+    return [verdicts(bundle.classes, noisy[i], cleaned[i], limit) for i in range(len(images))]
+
+
+def clean_images_sync(
+    bundle: Bundle,
+    images: Sequence[bytes],
+    labels: Sequence[str | list[Any]],
+    *,
+    predict: Callable[[np.ndarray, np.ndarray], Arrays],
+    thresholds: str | float | dict[str, Any] | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> list[CleanResult]:
+    """``clean_images`` for code without an event loop (offline CLI, worker): same path."""
+    return asyncio.run(
+        clean_images(
+            bundle, images, labels, predict=predict, thresholds=thresholds, limits=limits
+        )  # fmt: skip
+    )

@@ -1,0 +1,62 @@
+"""The FastAPI app: one router per resource, the model loaded once in the lifespan.
+
+    app = create_app()                       # settings from LABELCLEAN_* (uvicorn --factory)
+    app = create_app(Settings(model=path))   # explicit settings (tests)
+
+Middleware, outermost first: metrics (counts every response), body size limit (413 while the
+body streams in). Errors of every kind become the JSON body of service.errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..settings import Settings, get_settings
+from . import health, inference, metrics_route, model_info
+from .body_limit import BodySizeLimit
+from .errors import install_error_handlers
+from .metrics import Metrics, MetricsMiddleware
+from .state import ServiceState
+
+DESCRIPTION = (
+    "Find wrong and missing image labels (Veit et al., CVPR 2017): /classify scores images, "
+    "/clean gives each noisy label a verdict. Errors are JSON: "
+    '{"error": {"code", "message", "field"?, "unknown_labels"?}}.'
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(settings, metrics)
+        app.state.service = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="labelclean",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # the contract is openapi.yaml; every endpoint but /healthz needs a key
+    )
+    app.state.metrics = metrics
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    for module in (health, model_info, inference, metrics_route):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

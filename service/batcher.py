@@ -1,0 +1,173 @@
+"""Dynamic batching, as Triton's dynamic batcher does it: images from concurrent requests are
+gathered into one model run.
+
+    batcher = DynamicBatcher(model.run, max_batch_size=32, max_queue_delay_s=0.005)
+    batcher.start()
+    async with batcher.expect(n) as predict:      # n images about to be decoded
+        scores, cleaned = await predict(images, noisy)   # (n, C, H, W), (n, d) -> (n, d) x2
+
+A batch leaves when it is full, when its oldest image has waited ``max_queue_delay_s``, or at
+once when no other request is on its way (``expect`` counts images still being decoded), so a
+lone request never waits for company. Inference runs on one worker thread, off the event loop;
+while it runs the next batch gathers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ModelNotReady, Overloaded
+
+Arrays = tuple[np.ndarray, np.ndarray]
+RunFn = Callable[[np.ndarray, np.ndarray], Arrays]
+
+
+@dataclass
+class _Item:
+    image: np.ndarray  # (C, H, W) float32
+    noisy: np.ndarray  # (d,) float32
+    future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
+    enqueued: float  # loop.time()
+
+
+class BatchObserver:
+    """Hooks for metrics; the default records nothing."""
+
+    def batch(self, size: int, queue_waits: list[float], inference_s: float) -> None:
+        pass
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_images: int = 1 << 30,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue_images = max_queue_images
+        self._observer = observer or BatchObserver()
+        self._queue: deque[_Item] = deque()
+        self._expected = 0  # images admitted by expect() and not yet queued
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop gathering; images still queued fail with ModelNotReady."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(ModelNotReady("the server is shutting down"))
+        self._pool.shutdown(wait=True)
+
+    @property
+    def pending(self) -> int:
+        """Images queued or being decoded."""
+        return len(self._queue) + self._expected
+
+    @asynccontextmanager
+    async def expect(self, n: int) -> AsyncIterator[Callable[..., object]]:
+        """Admit ``n`` images (503 Overloaded past ``max_queue_images``); yield their predict."""
+        if self.pending + n > self.max_queue_images:
+            raise Overloaded(
+                f"{self.pending} images are already waiting (limit {self.max_queue_images}); "
+                "retry later"
+            )
+        left = [n]
+        self._expected += n
+
+        async def predict(images: np.ndarray, noisy: np.ndarray) -> Arrays:
+            taken = min(left[0], len(images))
+            left[0] -= taken
+            self._expected -= taken
+            return await self.predict(images, noisy)
+
+        try:
+            yield predict
+        finally:
+            self._expected -= left[0]  # images that failed to decode will never come
+            self._wake.set()
+
+    async def predict(self, images: np.ndarray, noisy: np.ndarray) -> Arrays:
+        """(N, C, H, W), (N, d) -> (scores, cleaned), each (N, d); batched with other callers."""
+        if self._task is None or self._task.done():
+            raise ModelNotReady("the batcher is not running")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = []
+        for image, labels in zip(images, noisy, strict=True):
+            future: asyncio.Future[Arrays] = loop.create_future()
+            self._queue.append(_Item(image, labels, future, now))
+            futures.append(future)
+        self._wake.set()
+        results = await asyncio.gather(*futures)
+        return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+
+    async def _gather(self) -> list[_Item]:
+        """Wait for the first image, then for more until full, late, or none is coming."""
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        deadline = self._queue[0].enqueued + self.max_queue_delay_s
+        while len(self._queue) < self.max_batch_size and self._expected > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                break
+        n = min(self.max_batch_size, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            batch = [item for item in batch if not item.future.done()]  # callers gone
+            if not batch:
+                continue
+            started = loop.time()
+            try:
+                (scores, cleaned), inference_s = await loop.run_in_executor(
+                    self._pool, self._infer, batch
+                )
+            except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for i, item in enumerate(batch):
+                if not item.future.done():
+                    item.future.set_result((scores[i], cleaned[i]))
+            self._observer.batch(len(batch), [started - it.enqueued for it in batch], inference_s)
+
+    def _infer(self, batch: list[_Item]) -> tuple[Arrays, float]:
+        images = np.stack([item.image for item in batch])
+        noisy = np.stack([item.noisy for item in batch])
+        t0 = time.perf_counter()
+        result = self._run(images, noisy)
+        return result, time.perf_counter() - t0

@@ -1,0 +1,175 @@
+"""The one place that maps errors to HTTP responses, all with the same JSON body:
+
+    {"error": {"code": "unknown_labels", "message": "...", "field": "labels",
+               "unknown_labels": ["/m/xyz"]}}
+
+Domain errors (model.labels.InputError, model.preprocess.ImageError, ApiError here) get their
+status from ``STATUS``; FastAPI's validation errors and Starlette's HTTP errors (404, 405, bad
+multipart) are reshaped; anything else is a logged 500 without a stack trace in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..model.labels import InputError
+from ..model.preprocess import CorruptImage, ImageError, ImageTooLarge, UnsupportedImage
+
+log = logging.getLogger("labelclean.service")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. unknown_labels")
+    message: str = Field(description="what is wrong, for a person")
+    field: str | None = Field(None, description="the request part at fault, e.g. labels[1]")
+    unknown_labels: list[str] | None = Field(None, description="label ids the model lacks")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """An error with its HTTP status; subclasses name the common ones."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers
+        if code:
+            self.code = code
+
+
+class InvalidInput(ApiError):
+    status, code = 422, "invalid_input"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ModelNotReady(ApiError):
+    status, code = 503, "model_not_ready"
+
+
+class Overloaded(ApiError):
+    status, code = 503, "overloaded"
+
+
+IMAGE_STATUS: dict[type[ImageError], int] = {
+    ImageTooLarge: 413,
+    UnsupportedImage: 415,
+    CorruptImage: 422,
+}
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body every error response has."""
+    detail: dict[str, Any] = {"code": code, "message": message}
+    detail.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": detail}
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+
+
+async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    return error_response(
+        422, exc.code, str(exc), field=exc.field, unknown_labels=exc.unknown or None
+    )
+
+
+async def _image_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageError)
+    status = next((s for t, s in IMAGE_STATUS.items() if isinstance(exc, t)), 422)
+    index = getattr(exc, "index", None)
+    return error_response(
+        status, exc.kind, str(exc), field="image" if index is None else f"image[{index}]"
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+    message = f"{where}: {first.get('msg', 'invalid value')}" if where else "invalid request"
+    return error_response(422, "invalid_input", message, field=where or None)
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    if exc.status_code == 400:  # Starlette's multipart parser is the only source of these
+        code = "invalid_multipart"
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error (logged by the server)")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every mapping above on ``app``."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with the ErrorBody schema."""
+    words = {
+        400: "Malformed request (e.g. broken multipart body)",
+        401: "Missing or wrong API key",
+        413: "Body, image count or image pixels over the limit",
+        415: "Not multipart/form-data, not an image, or an image format not allowed",
+        422: "Invalid field (labels, threshold, top_k) or corrupt image",
+        503: "Model not loaded, provider not as demanded, or queue full",
+    }
+    return {s: {"model": ErrorBody, "description": words[s]} for s in statuses}

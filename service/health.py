@@ -1,0 +1,30 @@
+"""Liveness and readiness, kept apart: /healthz answers while the process runs, /readyz only
+when the model is loaded and running on the provider that was demanded."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from .auth import require_api_key
+from .errors import ModelNotReady, error_responses
+from .schemas import Health, Ready
+from .state import State
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers (no API key needed)")
+async def healthz() -> Health:
+    return Health(status="alive")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the model is loaded on the demanded provider",
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 503),
+)
+async def readyz(state: State) -> Ready:
+    if not state.ready or state.model is None:
+        raise ModelNotReady(f"model not ready: {state.reason}")
+    return Ready(status="ready", provider=state.model.provider)
