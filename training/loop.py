@@ -177,11 +177,11 @@ def run_phase(
             scheduler.step()
             images += cfg.batch_size
             if bar.n % 20 == 0:
-                last = float(loss)
+                last = float(loss.detach())
                 rate = images / max(seconds + time.perf_counter() - started, 1e-9)
                 bar.set_postfix(loss=f"{last:.4f}", img_s=f"{rate:.0f}")
         seconds += time.perf_counter() - started
-        last = float(loss) if stepper.steps else last
+        last = float(loss.detach()) if stepper.steps else last
         if on_epoch_end is not None:
             on_epoch_end(epoch, optimizer, scheduler)
     return {"images_per_s": images / seconds if seconds else 0.0, "loss": last,

@@ -1,0 +1,144 @@
+"""Every mode end to end on a tiny real-image data set, through the CLI a user runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelclean.cli import main
+from labelclean.model.bundle import load_bundle
+from labelclean.training.loop import MODES
+
+from .conftest import FAST_TRAIN
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["benchmark", "--data", str(tiny_data), "--out", str(out), "--seeds", "0",
+                 *FAST_TRAIN]) == 0
+    return out
+
+
+def test_benchmark_runs_every_mode_and_writes_the_table(bench: Path):
+    results = json.loads((bench / "results.json").read_text())
+    assert list(results["modes"]) == list(MODES)
+    for mode in MODES:
+        for metric in ("AP_all", "MAP"):
+            value = results["modes"][mode][metric]
+            assert 0 < value["mean"] <= 100 and set(value["per_seed"]) == {"0"}
+    table = (bench / "results.md").read_text()
+    assert all(f"| {mode} |" in table for mode in MODES)
+    assert (bench / "cleaned_vs_noisy_pr.png").read_bytes()[:4] == b"\x89PNG"
+    for mode in MODES:  # every mode exported a loadable bundle
+        assert load_bundle(bench / "seed-0" / mode / "bundle").mode == mode
+
+
+def test_modes_other_than_noisy_start_from_the_noisy_model(bench: Path):
+    noisy = torch.load(bench / "seed-0/noisy/checkpoint.pt", weights_only=False)
+    clean = torch.load(bench / "seed-0/finetune-clean/checkpoint.pt", weights_only=False)
+    assert [p for p, _ in clean["phases"]] == ["clean"]  # the noisy phase was not retrained
+    w0, w1 = (c["state_dict"]["classifier.weight"] for c in (noisy, clean))
+    assert w0.shape == w1.shape and not torch.equal(w0, w1)
+    # baselines never train the cleaner: it still returns y
+    assert torch.count_nonzero(clean["state_dict"]["cleaner.out.weight"]) == 0
+    joint = torch.load(bench / "seed-0/joint/checkpoint.pt", weights_only=False)
+    assert torch.count_nonzero(joint["state_dict"]["cleaner.out.weight"]) > 0
+
+
+def test_evaluate_scores_the_bundle_like_training_did(bench: Path, tiny_data: Path, capsys):
+    run = bench / "seed-0" / "joint"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run / "bundle"), "--data", str(tiny_data),
+                 "--json", "--quiet", "--device", "cpu"]) == 0
+    onnx_metrics = json.loads(capsys.readouterr().out)
+    torch_metrics = json.loads((run / "report.json").read_text())["metrics"]
+    assert onnx_metrics["AP_all"] == pytest.approx(torch_metrics["AP_all"], abs=0.05)
+    assert onnx_metrics["MAP"] == pytest.approx(torch_metrics["MAP"], abs=0.05)
+    assert onnx_metrics["provider"] == "CPUExecutionProvider"
+
+
+def test_same_seed_same_model_and_resume_continues_exactly(tiny_data: Path, tmp_path: Path,
+                                                            monkeypatch):
+    args = ["train", "--data", str(tiny_data), "--mode", "noisy", "--no-export", *FAST_TRAIN]
+    args[args.index("--epochs") + 1] = "2"
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+
+    import labelclean.training.run as run
+
+    real_save = run.save_checkpoint
+    calls = []
+
+    def crash_after_first_epoch(*a, **kw):
+        real_save(*a, **kw)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "save_checkpoint", crash_after_first_epoch)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 130  # interrupted after epoch 1
+    monkeypatch.setattr(run, "save_checkpoint", real_save)
+    ckpt = tmp_path / "b" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--resume", str(ckpt)]) == 0
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["state_dict"]
+            for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_undecodable_images_are_skipped_and_listed(tiny_data: Path, tmp_path: Path):
+    data = copy_data(tiny_data, tmp_path / "data")
+    images = sorted((data / "images").iterdir())
+    images[0].write_bytes(b"not a png")
+    images[1].write_bytes(images[1].read_bytes()[:40])  # truncated
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--mode", "noisy",
+                 *FAST_TRAIN]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    skipped = {s["image_id"] for s in report["skipped_images"]}
+    assert skipped == {images[0].stem, images[1].stem}
+
+
+def test_mode_needing_verified_images_fails_clearly_without_them(tiny_data, tmp_path, capsys):
+    data = copy_data(tiny_data, tmp_path / "data")
+    (data / "train-annotations-human-imagelabels.csv").write_text(
+        "ImageID,Source,LabelName,Confidence\n")
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *FAST_TRAIN])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "mode 'joint' needs human-verified training images" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["missing-dir", "unknown-label", "bad-row"])
+def test_bad_data_is_a_one_line_error(case, tiny_data, tmp_path, capsys):
+    data = tmp_path / "nowhere"
+    if case != "missing-dir":
+        data = copy_data(tiny_data, tmp_path / "data")
+        path = data / "test-annotations-machine-imagelabels.csv"
+        extra = "x,machine,/m/unicorn,0.5\n" if case == "unknown-label" else "x,machine\n"
+        path.write_text(path.read_text() + extra)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *FAST_TRAIN])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    expected = {"missing-dir": "class-descriptions.csv: file not found",
+                "unknown-label": "not in the class file: /m/unicorn",
+                "bad-row": "test-annotations-machine-imagelabels.csv:"}[case]
+    assert expected in err
+    assert not (tmp_path / "run" / "bundle").exists()
+
+
+def test_classes_written_to_bundle_match_data(bench: Path, tiny_data: Path):
+    with (tiny_data / "class-descriptions.csv").open(newline="") as fh:
+        rows = [r for r in csv.reader(fh)][1:]
+    bundle = load_bundle(bench / "seed-0" / "joint" / "bundle")
+    assert [(c.id, c.name) for c in bundle.classes] == [tuple(r) for r in rows]
