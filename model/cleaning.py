@@ -6,7 +6,8 @@
 
 Steps: parse every image's labels (unknown ids fail the whole request before any decoding),
 decode and normalise each image (``offload`` runs that elsewhere, e.g. a thread pool), predict
-one (N, C, H, W) batch through ``predict`` (``OnnxModel.run`` or the service's dynamic batcher,
+one (N, C, H, W) batch through ``predict`` (noisy labels encoded as the bundle's model config
+says: confidences, or 1 for every listed label) (``OnnxModel.run`` or the service's dynamic batcher,
 sync or async), then give each label a verdict against its threshold:
 
     noisy label present, cleaned >= threshold  -> kept
@@ -29,7 +30,14 @@ import numpy as np
 from .bundle import Bundle, LabelClass
 from .config import InputSpec
 from .labels import InputError, label_index, parse_labels, parse_thresholds, unknown_labels_error
-from .preprocess import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, ImageError, load_pixels, normalize
+from .preprocess import (
+    DEFAULT_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    encode_noisy,
+    load_pixels,
+    normalize,
+)
 
 T = TypeVar("T")
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -127,8 +135,8 @@ def verdicts(
     for i in np.flatnonzero(present | passes):
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
         out.append(
-            LabelVerdict(classes[i].id, classes[i].name, round_score(noisy[i]), round_score(cleaned[i]),
-                         round_score(thresholds[i]), verdict)
+            LabelVerdict(classes[i].id, classes[i].name, round_score(noisy[i]),
+                         round_score(cleaned[i]), round_score(thresholds[i]), verdict)
         )  # fmt: skip
     out.sort(key=lambda v: -v.cleaned)
     return CleanResult(out)
@@ -166,7 +174,8 @@ async def clean_images(
         raise unknown_labels_error(unknown)
     limit = parse_thresholds(thresholds, index, bundle.thresholds_cleaned)
     batch = await prepare_images(images, bundle.input, limits, offload)
-    _, cleaned = await call_predict(predict, batch, noisy)
+    encoding = str(bundle.model_config.get("noisy_labels", "confidence"))
+    _, cleaned = await call_predict(predict, batch, encode_noisy(noisy, encoding))
     return [verdicts(bundle.classes, noisy[i], cleaned[i], limit) for i in range(len(images))]
 
 
