@@ -6,6 +6,7 @@ never load PyTorch.
     labelclean benchmark --data DATA --out BENCH    # the paper's table, five modes
     labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE
     labelclean evaluate --model BUNDLE --data DATA
+    labelclean serve --model BUNDLE [--host H --port P --workers N]   # HTTP service, no torch
 """
 
 from __future__ import annotations
@@ -137,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="bundle folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = sub.add_parser("serve", help="serve a bundle over HTTP: /classify, /clean (no torch)",
+                       description="Start the inference service (uvicorn). Every setting can "
+                                   "also come from a LABELCLEAN_* environment variable (README, "
+                                   "'Service'); these options override them.")
+    p.add_argument("--model", type=Path, help="bundle folder (default: $LABELCLEAN_MODEL)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes, each with its own model")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="auto (default) = CUDA when available; cuda = not ready without it")
     return parser
 
 

@@ -155,4 +155,18 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["USER_ERRORS", "demo_data", "train", "benchmark", "export", "evaluate", "Path"]
+def serve(args: argparse.Namespace) -> int:
+    from labelclean.model.bundle import load_bundle
+    from labelclean.service.server import run_server
+    from labelclean.settings import Settings
+
+    given = {k: getattr(args, k) for k in ("model", "host", "port", "workers", "device")}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    if settings.model is None:
+        raise ValueError("no model bundle: pass --model BUNDLE or set LABELCLEAN_MODEL")
+    load_bundle(settings.model)  # a bad bundle is one line here, not a traceback from uvicorn
+    run_server(settings)
+    return 0
+
+
+__all__ = ["USER_ERRORS", "demo_data", "train", "benchmark", "export", "evaluate", "serve", "Path"]

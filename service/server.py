@@ -1,0 +1,34 @@
+"""Running the app under uvicorn: what ``labelclean serve`` calls.
+
+    run_server(Settings(model=Path("demo/run/bundle"), port=8000))
+
+One worker runs the app in this process; several run the ``create_app`` factory in uvicorn's
+worker processes, which read the same settings from the LABELCLEAN_* variables set here (each
+worker loads its own model and reports its own metrics).
+"""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from ..settings import Settings
+from .app import create_app
+
+
+def run_server(settings: Settings) -> None:
+    os.environ.update(settings.env())
+    common = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:
+        uvicorn.run(
+            "labelclean.service.app:create_app", factory=True, workers=settings.workers, **common
+        )
