@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # the contract is openapi.yaml; every endpoint but /healthz needs a key
+        generate_unique_id_function=lambda route: route.name,  # operationId = function name
     )
     app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
