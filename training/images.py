@@ -112,12 +112,15 @@ def load_images(
             failures.append(LoadFailure(image_id, "no image file"))
             return
         try:
-            pixels[i] = load_pixels(source.read(keys[image_id]), spec)
+            data = source.read(keys[image_id])
+        except Exception as exc:  # noqa: BLE001 - any storage error: this image is unreadable
+            failures.append(LoadFailure(image_id, f"cannot read: {exc}"))
+            return
+        try:
+            pixels[i] = load_pixels(data, spec)
             ok[i] = True
         except ImageError as exc:
             failures.append(LoadFailure(image_id, str(exc)))
-        except OSError as exc:
-            failures.append(LoadFailure(image_id, f"cannot read: {exc}"))
 
     with ThreadPoolExecutor(workers) as pool:
         list(tqdm(pool.map(load, range(len(image_ids))), total=len(image_ids), desc=desc,
