@@ -139,21 +139,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    p = sub.add_parser("serve", help="serve a bundle over HTTP: /classify, /clean (no torch)",
-                       description="Start the inference service (uvicorn). Every setting can "
-                                   "also come from a LABELCLEAN_* environment variable (README, "
-                                   "'Service'); these options override them.")
+    _serve_args(sub.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION))
+    return parser
+
+
+SERVE_HELP = "serve a bundle over HTTP: /classify, /clean (no torch)"
+SERVE_DESCRIPTION = ("Start the inference service (uvicorn). Every setting can also come from a "
+                     "LABELCLEAN_* environment variable (README, 'Service'); these options "
+                     "override them.")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="bundle folder (default: $LABELCLEAN_MODEL)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--workers", type=int, help="worker processes, each with its own model")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="auto (default) = CUDA when available; cuda = not ready without it")
-    return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # build_parser() reads training defaults, which imports torch
+        p = argparse.ArgumentParser(prog="labelclean serve", description=SERVE_DESCRIPTION)
+        _serve_args(p)
+        return p.parse_args(argv[1:], argparse.Namespace(command="serve"))
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     from labelclean import commands
 
     handler = getattr(commands, args.command.replace("-", "_"))
