@@ -1,0 +1,175 @@
+"""Fixtures for the service tests: a bundle exported by the project's own export path, real
+Fashion-MNIST images, and real uvicorn servers (``labelclean serve`` subprocesses on 127.0.0.1).
+
+torch is used here only to *make* the bundle; the servers under test never import it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+CLASSES = [
+    ("/fm/tshirt", "T-shirt/top"), ("/fm/trouser", "Trouser"), ("/fm/pullover", "Pullover"),
+    ("/fm/dress", "Dress"), ("/fm/coat", "Coat"), ("/fm/sandal", "Sandal"),
+    ("/fm/shirt", "Shirt"), ("/fm/sneaker", "Sneaker"), ("/fm/bag", "Bag"),
+    ("/fm/boot", "Ankle boot"),
+]  # fmt: skip
+API_KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def fashion_pixels(n: int) -> np.ndarray:
+    """The first ``n`` Fashion-MNIST test images, (n, 28, 28) uint8 (IDX format, gzip)."""
+    with gzip.open(FASHION, "rb") as fh:
+        data = fh.read(16 + n * 28 * 28)
+    return np.frombuffer(data, np.uint8, offset=16).reshape(n, 28, 28)
+
+
+def png(pixels: np.ndarray, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def images() -> list[bytes]:
+    """Twelve real 28x28 greyscale PNGs."""
+    if not FASHION.is_file():
+        pytest.skip("Fashion-MNIST is not installed")
+    return [png(p) for p in fashion_pixels(12)]
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny joint network (10 classes) exported with labelclean.model.export."""
+    import torch
+
+    from labelclean.model.bundle import LabelClass
+    from labelclean.model.config import ModelConfig
+    from labelclean.model.export import export_bundle
+    from labelclean.model.network import LabelCleaningNet
+
+    torch.manual_seed(0)
+    net = LabelCleaningNet(ModelConfig(num_classes=len(CLASSES), width=4, feature_dim=16))
+    torch.nn.init.normal_(net.cleaner.out.weight, std=0.5)  # a cleaner that changes labels
+    torch.nn.init.normal_(net.classifier.weight, std=1.0)  # scores spread over (0, 1)
+    net.eval()
+    rng = np.random.default_rng(0)
+    sample = (
+        rng.standard_normal((4, 1, 28, 28)).astype(np.float32),
+        (rng.random((4, len(CLASSES))) > 0.7).astype(np.float32),
+    )
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(
+        net, out, [LabelClass(i, n) for i, n in CLASSES], sample=sample,
+        thresholds_cleaned=[0.5] * len(CLASSES), thresholds_scores=[0.4] * len(CLASSES),
+        mode="joint", metrics={"AP_all": 50.0},
+    )  # fmt: skip
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30, **kwargs)
+
+    def metrics(self) -> str:
+        with self.client() as c:
+            return c.get("/metrics").text
+
+
+def start_server(bundle: Path, log: Path, env: dict[str, str], *, ready: bool = True) -> Server:
+    """``labelclean serve`` in a subprocess; returns once /healthz (and /readyz) answer."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELCLEAN_")}
+    full_env.update(env)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labelclean.cli", "serve", "--model", str(bundle),
+             "--port", str(port)],
+            env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    headers = AUTH if env.get("LABELCLEAN_API_KEYS") else {}
+    server = Server(f"http://127.0.0.1:{port}", process, log, headers)
+    deadline = time.monotonic() + 60
+    path = "/readyz" if ready else "/healthz"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited ({process.returncode}): {log.read_text()}")
+        try:
+            if httpx.get(server.url + path, headers=headers, timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server not up after 60 s: {log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+MAIN_ENV = {
+    "LABELCLEAN_API_KEYS": f"{API_KEY},another-key-0123456789",
+    "LABELCLEAN_MAX_BODY_BYTES": str(2_000_000),
+    "LABELCLEAN_MAX_IMAGES": "16",
+    "LABELCLEAN_MAX_PIXELS": str(1_000_000),
+    "LABELCLEAN_ALLOWED_FORMATS": "PNG,JPEG",
+    "LABELCLEAN_MAX_BATCH_SIZE": "8",
+    "LABELCLEAN_MAX_QUEUE_DELAY_MS": "50",
+    "LABELCLEAN_DEVICE": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(bundle: Path, env: dict[str, str], *, ready: bool = True) -> Server:
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        server = start_server(bundle, log, env, ready=ready)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: Callable[..., Server], bundle_dir: Path) -> Server:
+    """The main server: API keys on, small limits, batches of up to 8 within 50 ms."""
+    return server_factory(bundle_dir, MAIN_ENV)

@@ -1,0 +1,198 @@
+"""/classify, /clean, /model, /metrics and API keys against a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelclean.model.bundle import load_bundle
+from labelclean.model.cleaning import DEFAULT_LIMITS, prepare_image
+from labelclean.model.runtime import OnnxModel
+
+from .conftest import API_KEY, CLASSES, Server
+
+IDS = [c for c, _ in CLASSES]
+
+
+@pytest.fixture(scope="module")
+def reference(bundle_dir: Path):
+    """Scores and cleaned labels straight from ONNX Runtime, one image at a time."""
+    bundle = load_bundle(bundle_dir)
+    model = OnnxModel(bundle, device="cpu")
+
+    def run(image: bytes, noisy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        x = prepare_image(image, bundle.input, DEFAULT_LIMITS)[None]
+        y = np.zeros((1, len(IDS)), np.float32) if noisy is None else noisy[None]
+        scores, cleaned = model.run(x, y.astype(np.float32))
+        return scores[0], cleaned[0]
+
+    return run
+
+
+def files(*images: bytes) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("image", (f"img{i}.png", data, "image/png")) for i, data in enumerate(images)]
+
+
+def test_classify_scores_are_the_models(server: Server, images, reference) -> None:
+    with server.client() as c:
+        r = c.post("/classify", files=files(*images[:3]), data={"threshold": "0"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == [0, 1, 2]
+    assert [x["filename"] for x in results] == ["img0.png", "img1.png", "img2.png"]
+    for image, result in zip(images, results, strict=False):
+        scores, _ = reference(image)
+        got = {label["id"]: label["score"] for label in result["labels"]}
+        assert set(got) == set(IDS)  # threshold 0: every class
+        np.testing.assert_allclose([got[i] for i in IDS], scores, atol=2e-6)
+        listed = [label["score"] for label in result["labels"]]
+        assert listed == sorted(listed, reverse=True)
+        assert {label["name"] for label in result["labels"]} == {n for _, n in CLASSES}
+
+
+def test_classify_uses_bundle_thresholds_then_top_k(server: Server, images, reference) -> None:
+    scores, _ = reference(images[0])
+    with server.client() as c:
+        default = c.post("/classify", files=files(images[0])).json()["results"][0]["labels"]
+        top2 = c.post("/classify", files=files(images[0]), data={"top_k": "2", "threshold": "0"})
+        per_class = c.post(
+            "/classify", files=files(images[0]), data={"threshold": json.dumps({IDS[3]: 0.0})}
+        ).json()["results"][0]["labels"]
+    expected = {IDS[i] for i in np.flatnonzero(scores >= 0.4)}  # the bundle's 0.4
+    assert {label["id"] for label in default} == expected
+    assert all(label["threshold"] == 0.4 for label in default)
+    assert [label["id"] for label in top2.json()["results"][0]["labels"]] == [
+        IDS[i] for i in np.argsort(-scores)[:2]
+    ]
+    assert {label["id"] for label in per_class} == expected | {IDS[3]}
+
+
+def test_clean_verdicts(server: Server, images, reference) -> None:
+    given = [IDS[0], {"label": IDS[1], "confidence": 0.6}, IDS[7]]
+    noisy = np.zeros(len(IDS), np.float32)
+    noisy[[0, 1, 7]] = [1.0, 0.6, 1.0]
+    _, cleaned = reference(images[4], noisy)
+    with server.client() as c:
+        r = c.post("/clean", files=files(images[4]), data={"labels": json.dumps(given)})
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    by_id = {v["id"]: v for v in result["labels"]}
+    for i, label in enumerate(IDS):
+        present, passes = noisy[i] > 0, cleaned[i] >= 0.5
+        if not (present or passes):
+            assert label not in by_id
+            continue
+        v = by_id[label]
+        assert v["noisy"] == pytest.approx(float(noisy[i]))
+        assert v["cleaned"] == pytest.approx(float(cleaned[i]), abs=2e-6)
+        assert v["threshold"] == 0.5
+        assert v["verdict"] == ("kept" if passes else "removed") if present else "added"
+    assert result["cleaned_labels"] == [v["id"] for v in result["labels"] if v["verdict"] != "removed"]
+    assert {"kept", "removed", "added"} & {v["verdict"] for v in result["labels"]}
+
+
+def test_clean_threshold_override_turns_verdicts(server: Server, images) -> None:
+    data = {"labels": json.dumps([IDS[2]])}
+    with server.client() as c:
+        everything = c.post("/clean", files=files(images[5]), data={**data, "threshold": "0"})
+        nothing = c.post("/clean", files=files(images[5]), data={**data, "threshold": "1"})
+    verdicts = {v["id"]: v["verdict"] for v in everything.json()["results"][0]["labels"]}
+    assert verdicts == {i: "kept" if i == IDS[2] else "added" for i in IDS}
+    for v in nothing.json()["results"][0]["labels"]:  # only a cleaned score of 1 passes 1
+        if v["id"] == IDS[2]:
+            assert v["verdict"] == ("kept" if v["cleaned"] >= 1 else "removed")
+        else:
+            assert v["verdict"] == "added" and v["cleaned"] == 1.0
+
+
+def test_clean_several_images_keep_their_own_labels(server: Server, images) -> None:
+    labels = [json.dumps([IDS[0]]), json.dumps([IDS[9]]), json.dumps([])]
+    with server.client() as c:
+        r = c.post("/clean", files=files(*images[:3]), data={"labels": labels})
+    results = r.json()["results"]
+    noisy = [{v["id"] for v in res["labels"] if v["noisy"] > 0} for res in results]
+    assert noisy == [{IDS[0]}, {IDS[9]}, set()]
+
+
+def test_concurrent_requests_are_batched(server: Server, images, reference) -> None:
+    def batch_counts() -> tuple[float, float]:
+        text = server.metrics()
+        count = float(re.search(r"^labelclean_batch_size_count (\S+)$", text, re.M)[1])
+        ones = float(re.search(r'^labelclean_batch_size_bucket\{le="1.0"\} (\S+)$', text, re.M)[1])
+        return count, ones
+
+    before_count, before_ones = batch_counts()
+
+    def one(i: int) -> tuple[int, list[float]]:
+        with server.client() as c:
+            r = c.post("/classify", files=files(images[i % len(images)]), data={"threshold": "0"})
+        labels = {x["id"]: x["score"] for x in r.json()["results"][0]["labels"]}
+        return i, [labels[c] for c in IDS]
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, range(48)))
+    after_count, after_ones = batch_counts()
+    batches = after_count - before_count
+    multi = batches - (after_ones - before_ones)
+    print(f"{batches:.0f} batches for 48 requests, {multi:.0f} of more than one image")
+    assert multi >= 1, f"no batch larger than one image in {batches} batches"
+    assert batches < 48  # 48 requests of one image each went through fewer runs
+    for i, scores in results:  # each caller got its own image's scores back
+        np.testing.assert_allclose(scores, reference(images[i % len(images)])[0], atol=2e-6)
+
+
+def test_metrics_count_requests_and_images(server: Server, images) -> None:
+    with server.client() as c:
+        c.post("/classify", files=files(images[0]))
+        c.post("/classify", files=files(b"not an image"))
+        text = c.get("/metrics").text
+    assert re.search(r'labelclean_requests_total\{endpoint="/classify",method="POST",status="200"\} [1-9]', text)
+    assert re.search(r'labelclean_requests_total\{endpoint="/classify",method="POST",status="415"\} [1-9]', text)
+    assert re.search(r'labelclean_request_duration_seconds_count\{endpoint="/classify"', text)
+    assert re.search(r'labelclean_images_total\{endpoint="/classify"\} [1-9]', text)
+    for name in ("queue_wait_seconds_count", "inference_seconds_count"):
+        assert re.search(rf"^labelclean_{name} [1-9]", text, re.M), name
+    assert re.search(r"^labelclean_model_ready 1\.0$", text, re.M)
+
+
+def test_model_reports_bundle_and_provider(server: Server, bundle_dir: Path) -> None:
+    with server.client() as c:
+        info = c.get("/model").json()
+    assert info["ready"] is True and info["device"] == "cpu"
+    assert info["provider"] == "CPUExecutionProvider"
+    assert info["classes"] == [{"id": i, "name": n} for i, n in CLASSES]
+    assert info["thresholds"] == {"cleaned": [0.5] * 10, "scores": [0.4] * 10}
+    assert info["input"]["height"] == 28 and info["input"]["color_mode"] == "L"
+    assert info["sha256"] == load_bundle(bundle_dir).sha256
+    assert info["metrics"]["AP_all"] == 50.0
+    assert info["limits"]["max_images"] == 16 and info["batching"]["max_batch_size"] == 8
+
+
+@pytest.mark.parametrize(
+    "path", [("GET", "/readyz"), ("GET", "/model"), ("GET", "/metrics"), ("POST", "/classify"),
+             ("POST", "/clean")],
+)  # fmt: skip
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key-0123456789abcdef", f"Basic {API_KEY}"])
+def test_api_keys_are_required(server: Server, path: tuple[str, str], auth: str | None) -> None:
+    method, url = path
+    headers = {"Authorization": auth} if auth else {}
+    with server.client() as c:
+        c.headers.pop("Authorization")
+        r = c.request(method, url, headers=headers, files=files(b"x") if method == "POST" else None)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_healthz_needs_no_key_and_every_key_works(server: Server, images) -> None:
+    with server.client() as c:
+        c.headers.pop("Authorization")
+        assert c.get("/healthz").json() == {"status": "alive"}
+        for key in (API_KEY, "another-key-0123456789"):
+            r = c.post("/classify", files=files(images[0]), headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200
