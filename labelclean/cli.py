@@ -21,8 +21,12 @@ MODES = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True,
-                   help="data folder in Open Images layout (see README, 'Data format')")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data folder in Open Images layout (see README, 'Data format')",
+    )
     for flag, default, what in [
         ("--classes-file", "class-descriptions.csv", "class list (LabelName,DisplayName)"),
         ("--train-machine", "train-annotations-machine-imagelabels.csv", "noisy machine labels"),
@@ -32,9 +36,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         ("--images", "images", "image folder under --data, or s3://bucket/prefix"),
     ]:
         p.add_argument(flag, default=default, help=f"{what} (default: {default})")
-    p.add_argument("--ignore-unknown-labels", action="store_true",
-                   help="skip annotation rows whose label is not in the class file "
-                        "(default: stop with an error listing them)")
+    p.add_argument(
+        "--ignore-unknown-labels",
+        action="store_true",
+        help="skip annotation rows whose label is not in the class file "
+        "(default: stop with an error listing them)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -43,56 +50,103 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("schedule")
-    g.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"passes over T with noisy labels, the first phase (default {d.epochs})")
-    g.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                   help="passes over T in the joint / mixed phase "
-                        f"(default {d.finetune_epochs})")
-    g.add_argument("--clean-epochs", type=int, default=d.clean_epochs,
-                   help=f"finetune-clean: passes over V (default {d.clean_epochs})")
-    g.add_argument("--cleaner-epochs", type=int, default=d.cleaner_epochs,
-                   help=f"pretrain: passes over V training the cleaner alone "
-                        f"(default {d.cleaner_epochs})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"images per step, T and V together (default {d.batch_size})")
-    g.add_argument("--lr", type=float, default=d.lr,
-                   help=f"learning rate of the first phase (default {d.lr})")
-    g.add_argument("--finetune-lr", type=float, default=d.finetune_lr,
-                   help=f"learning rate of later phases (default {d.finetune_lr})")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help=f"passes over T with noisy labels, the first phase (default {d.epochs})",
+    )
+    g.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=d.finetune_epochs,
+        help=f"passes over T in the joint / mixed phase (default {d.finetune_epochs})",
+    )
+    g.add_argument(
+        "--clean-epochs",
+        type=int,
+        default=d.clean_epochs,
+        help=f"finetune-clean: passes over V (default {d.clean_epochs})",
+    )
+    g.add_argument(
+        "--cleaner-epochs",
+        type=int,
+        default=d.cleaner_epochs,
+        help=f"pretrain: passes over V training the cleaner alone (default {d.cleaner_epochs})",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"images per step, T and V together (default {d.batch_size})",
+    )
+    g.add_argument(
+        "--lr", type=float, default=d.lr, help=f"learning rate of the first phase (default {d.lr})"
+    )
+    g.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=d.finetune_lr,
+        help=f"learning rate of later phases (default {d.finetune_lr})",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA when available (bf16 autocast, channels_last)")
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto = CUDA when available (bf16 autocast, channels_last)",
+    )
     m = p.add_argument_group("model")
-    m.add_argument("--backbone", default="small_cnn",
-                   help="small_cnn (default, trains in minutes on a CPU) or a torchvision "
-                        "architecture: resnet18, resnet50, inception_v3, efficientnet_b0, ...")
-    m.add_argument("--backbone-weights", type=Path,
-                   help="local state-dict file for the backbone (never downloaded)")
+    m.add_argument(
+        "--backbone",
+        default="small_cnn",
+        help="small_cnn (default, trains in minutes on a CPU) or a torchvision "
+        "architecture: resnet18, resnet50, inception_v3, efficientnet_b0, ...",
+    )
+    m.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="local state-dict file for the backbone (never downloaded)",
+    )
     m.add_argument("--feature-dim", type=int, default=128, help="small_cnn feature size f(I)")
     m.add_argument("--cleaner-dim", type=int, default=16, help="cleaner embedding size")
     m.add_argument("--width", type=int, default=32, help="small_cnn channels of the first block")
-    m.add_argument("--noisy-labels", choices=["confidence", "binary"], default="confidence",
-                   help="how the cleaner reads machine labels: their confidence (default), or 1 "
-                        "for every listed label (for annotators without scores)")
-    m.add_argument("--image-size", type=int,
-                   help="input size in pixels (default: the backbone's own; 28 for small_cnn)")
+    m.add_argument(
+        "--noisy-labels",
+        choices=["confidence", "binary"],
+        default="confidence",
+        help="how the cleaner reads machine labels: their confidence (default), or 1 "
+        "for every listed label (for annotators without scores)",
+    )
+    m.add_argument(
+        "--image-size",
+        type=int,
+        help="input size in pixels (default: the backbone's own; 28 for small_cnn)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labelclean",
         description="Find wrong and missing image labels with a small human-verified set "
-                    "(Veit et al., CVPR 2017), and serve the model over HTTP.",
+        "(Veit et al., CVPR 2017), and serve the model over HTTP.",
     )
     parser.add_argument("--version", action="version", version=f"labelclean {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo-data", help="build the Fashion-MNIST multi-label demo data set",
-                       description="Write a multi-label data set in Open Images layout from "
-                                   "Fashion-MNIST mosaics, noisy labels from a machine annotator.")
+    p = sub.add_parser(
+        "demo-data",
+        help="build the Fashion-MNIST multi-label demo data set",
+        description="Write a multi-label data set in Open Images layout from "
+        "Fashion-MNIST mosaics, noisy labels from a machine annotator.",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder to create")
-    p.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
-                   help="Fashion-MNIST folder (the *-ubyte.gz files)")
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=Path("/usr/share/datasets/fashion-mnist"),
+        help="Fashion-MNIST folder (the *-ubyte.gz files)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=20000, help="size of T (default 20000)")
     p.add_argument("--verified", type=int, default=500, help="size of V (default 500)")
@@ -100,38 +154,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("train", help="train one mode and export its bundle",
-                       description="Train the joint cleaner + classifier (or a baseline). "
-                                   "Writes RUN/checkpoint.pt, RUN/report.json, RUN/bundle/.")
+    p = sub.add_parser(
+        "train",
+        help="train one mode and export its bundle",
+        description="Train the joint cleaner + classifier (or a baseline). "
+        "Writes RUN/checkpoint.pt, RUN/report.json, RUN/bundle/.",
+    )
     _data_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--mode", choices=MODES, default="joint",
-                   help="joint (default), pretrain, or a baseline: noisy, finetune-clean, "
-                        "finetune-mixed")
-    p.add_argument("--init", type=Path,
-                   help="start from this noisy-phase checkpoint instead of training it")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="joint",
+        help="joint (default), pretrain, or a baseline: noisy, finetune-clean, finetune-mixed",
+    )
+    p.add_argument(
+        "--init", type=Path, help="start from this noisy-phase checkpoint instead of training it"
+    )
     p.add_argument("--resume", type=Path, help="continue an interrupted run from its checkpoint")
     p.add_argument("--no-export", action="store_true", help="skip writing RUN/bundle")
     _train_args(p)
 
-    p = sub.add_parser("benchmark", help="train the five modes and write the paper's table",
-                       description="Train the noisy model once per seed, start the other four "
-                                   "modes from it, and write results.md, results.json and "
-                                   "a precision-recall plot.")
+    p = sub.add_parser(
+        "benchmark",
+        help="train the five modes and write the paper's table",
+        description="Train the noisy model once per seed, start the other four "
+        "modes from it, and write results.md, results.json and "
+        "a precision-recall plot.",
+    )
     _data_args(p)
     p.add_argument("--out", type=Path, required=True, help="results folder")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     _train_args(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to a model bundle",
-                       description="Export to ONNX, check ONNX Runtime against PyTorch on a "
-                                   "real batch, and write the bundle folder.")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to a model bundle",
+        description="Export to ONNX, check ONNX Runtime against PyTorch on a "
+        "real batch, and write the bundle folder.",
+    )
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    p.add_argument("--data", type=Path,
-                   help="data folder whose test images give the parity batch "
-                        "(default: random inputs)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="data folder whose test images give the parity batch (default: random inputs)",
+    )
 
     p = sub.add_parser("evaluate", help="score a bundle with ONNX Runtime on the test set")
     _data_args(p)
@@ -144,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SERVE_HELP = "serve a bundle over HTTP: /classify, /clean (no torch)"
-SERVE_DESCRIPTION = ("Start the inference service (uvicorn). Every setting can also come from a "
-                     "LABELCLEAN_* environment variable (README, 'Service'); these options "
-                     "override them.")
+SERVE_DESCRIPTION = (
+    "Start the inference service (uvicorn). Every setting can also come from a "
+    "LABELCLEAN_* environment variable (README, 'Service'); these options "
+    "override them."
+)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -154,8 +225,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--workers", type=int, help="worker processes, each with its own model")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
-                   help="auto (default) = CUDA when available; cuda = not ready without it")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto (default) = CUDA when available; cuda = not ready without it",
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -18,8 +18,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def _files(args: argparse.Namespace):
     from labelclean.training.openimages import DataFiles
 
-    return DataFiles(args.data, args.classes_file, args.train_machine, args.train_human,
-                     args.test_machine, args.test_human, args.images)
+    return DataFiles(
+        args.data,
+        args.classes_file,
+        args.train_machine,
+        args.train_human,
+        args.test_machine,
+        args.test_human,
+        args.images,
+    )
 
 
 def _configs(args: argparse.Namespace, num_classes: int):
@@ -30,14 +37,26 @@ def _configs(args: argparse.Namespace, num_classes: int):
     spec = default_input_spec(args.backbone)
     if args.image_size:
         spec.height = spec.width = args.image_size
-    model_cfg = ModelConfig(num_classes=num_classes, backbone=args.backbone,
-                            feature_dim=args.feature_dim, cleaner_embed_dim=args.cleaner_dim,
-                            width=args.width, noisy_labels=args.noisy_labels, input=spec)
+    model_cfg = ModelConfig(
+        num_classes=num_classes,
+        backbone=args.backbone,
+        feature_dim=args.feature_dim,
+        cleaner_embed_dim=args.cleaner_dim,
+        width=args.width,
+        noisy_labels=args.noisy_labels,
+        input=spec,
+    )
     train_cfg = TrainConfig(
-        mode=getattr(args, "mode", "joint"), epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs, clean_epochs=args.clean_epochs,
-        cleaner_epochs=args.cleaner_epochs, batch_size=args.batch_size, lr=args.lr,
-        finetune_lr=args.finetune_lr, seed=args.seed, device=args.device,
+        mode=getattr(args, "mode", "joint"),
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        clean_epochs=args.clean_epochs,
+        cleaner_epochs=args.cleaner_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        finetune_lr=args.finetune_lr,
+        seed=args.seed,
+        device=args.device,
     )
     return model_cfg, train_cfg
 
@@ -45,25 +64,43 @@ def _configs(args: argparse.Namespace, num_classes: int):
 def _load_data(args: argparse.Namespace, model_cfg, seed: int):
     from labelclean.training.batches import prepare_data
 
-    data = prepare_data(_files(args), model_cfg.input, seed=seed,
-                        noisy_labels=model_cfg.noisy_labels,
-                        ignore_unknown=args.ignore_unknown_labels, progress=not args.quiet)
+    data = prepare_data(
+        _files(args),
+        model_cfg.input,
+        seed=seed,
+        noisy_labels=model_cfg.noisy_labels,
+        ignore_unknown=args.ignore_unknown_labels,
+        progress=not args.quiet,
+    )
     if data.failures:
-        print(f"skipped {len(data.failures)} image(s) that could not be read, e.g. "
-              f"{data.failures[0].image_id}: {data.failures[0].reason} (all listed in the "
-              "report)", file=sys.stderr)
+        print(
+            f"skipped {len(data.failures)} image(s) that could not be read, e.g. "
+            f"{data.failures[0].image_id}: {data.failures[0].reason} (all listed in the "
+            "report)",
+            file=sys.stderr,
+        )
     if data.unknown_labels:
-        print(f"ignored {sum(data.unknown_labels.values())} annotation row(s) with "
-              f"{len(data.unknown_labels)} label(s) not in the class file", file=sys.stderr)
+        print(
+            f"ignored {sum(data.unknown_labels.values())} annotation row(s) with "
+            f"{len(data.unknown_labels)} label(s) not in the class file",
+            file=sys.stderr,
+        )
     return data
 
 
 def demo_data(args: argparse.Namespace) -> int:
     from labelclean.training.demo_data import build_demo_data
 
-    build_demo_data(args.out, source=args.source, seed=args.seed, n_train=args.train,
-                    n_verified=args.verified, n_test=args.test, progress=not args.quiet,
-                    overwrite=args.overwrite)
+    build_demo_data(
+        args.out,
+        source=args.source,
+        seed=args.seed,
+        n_train=args.train,
+        n_verified=args.verified,
+        n_test=args.test,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     print(f"data set written to {args.out}")
     return 0
 
@@ -75,15 +112,27 @@ def train(args: argparse.Namespace) -> int:
     files = _files(args)
     model_cfg, train_cfg = _configs(args, len(read_classes(files.path(files.classes))))
     data = _load_data(args, model_cfg, train_cfg.seed)
-    report = run_training(data, args.out, train_cfg, model_cfg, init=args.init,
-                          resume=args.resume, backbone_weights=args.backbone_weights,
-                          export=not args.no_export, progress=not args.quiet)
+    report = run_training(
+        data,
+        args.out,
+        train_cfg,
+        model_cfg,
+        init=args.init,
+        resume=args.resume,
+        backbone_weights=args.backbone_weights,
+        export=not args.no_export,
+        progress=not args.quiet,
+    )
     m = report["metrics"]
-    print(f"{train_cfg.mode}: AP_all {m['AP_all']:.2f}  MAP {m['MAP']:.2f}  "
-          f"(cleaned labels AP_all {m['cleaner_ap_all_cleaned']:.2f} vs noisy "
-          f"{m['cleaner_ap_all_noisy']:.2f})")
-    print(f"run written to {args.out}" + (f"; bundle at {report['bundle']}"
-                                          if "bundle" in report else ""))
+    print(
+        f"{train_cfg.mode}: AP_all {m['AP_all']:.2f}  MAP {m['MAP']:.2f}  "
+        f"(cleaned labels AP_all {m['cleaner_ap_all_cleaned']:.2f} vs noisy "
+        f"{m['cleaner_ap_all_noisy']:.2f})"
+    )
+    print(
+        f"run written to {args.out}"
+        + (f"; bundle at {report['bundle']}" if "bundle" in report else "")
+    )
     return 0
 
 
@@ -96,8 +145,9 @@ def benchmark(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     model_cfg, train_cfg = _configs(args, len(read_classes(files.path(files.classes))))
     data = _load_data(args, model_cfg, seed=0)
-    results = run_benchmark(data, args.out, train_cfg, model_cfg, seeds=seeds, modes=modes,
-                            progress=not args.quiet)
+    results = run_benchmark(
+        data, args.out, train_cfg, model_cfg, seeds=seeds, modes=modes, progress=not args.quiet
+    )
     print((args.out / "results.md").read_text())
     return 0 if results else 1
 
@@ -111,20 +161,29 @@ def export(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     net, classes = rebuild(state)
     spec = net.config.input
-    thresholds = state.get("thresholds") or {"cleaned": [0.5] * len(classes),
-                                             "scores": [0.5] * len(classes)}
+    thresholds = state.get("thresholds") or {
+        "cleaned": [0.5] * len(classes),
+        "scores": [0.5] * len(classes),
+    }
     rng = np.random.default_rng(0)
     images = rng.standard_normal((8, spec.channels, spec.height, spec.width), np.float32)
     noisy = (rng.random((8, len(classes))) > 0.7).astype(np.float32)
     if args.data is not None:
         images, noisy = _parity_batch(args, spec, len(classes))
-    bundle = export_bundle(net, args.out, classes, sample=(images, noisy),
-                           thresholds_cleaned=thresholds["cleaned"],
-                           thresholds_scores=thresholds["scores"],
-                           mode=state.get("train_config", {}).get("mode", ""),
-                           metrics=state.get("metrics", {}))
-    print(f"bundle written to {bundle.path} (ONNX parity max abs diff "
-          f"{bundle.metrics['onnx_parity_max_abs_diff']:.2g})")
+    bundle = export_bundle(
+        net,
+        args.out,
+        classes,
+        sample=(images, noisy),
+        thresholds_cleaned=thresholds["cleaned"],
+        thresholds_scores=thresholds["scores"],
+        mode=state.get("train_config", {}).get("mode", ""),
+        metrics=state.get("metrics", {}),
+    )
+    print(
+        f"bundle written to {bundle.path} (ONNX parity max abs diff "
+        f"{bundle.metrics['onnx_parity_max_abs_diff']:.2g})"
+    )
     return 0
 
 
@@ -136,17 +195,20 @@ def _parity_batch(args: argparse.Namespace, spec, num_classes: int):
     files = DataFiles(args.data)
     test = load_dataset(files).test
     test = test.subset(list(range(min(32, len(test)))))
-    pixels, ok, _ = load_images(open_source(files.images_uri), test.image_ids, spec,
-                                progress=False)
+    pixels, ok, _ = load_images(open_source(files.images_uri), test.image_ids, spec, progress=False)
     return normalize(pixels[ok], spec), test.noisy[ok]
 
 
 def evaluate(args: argparse.Namespace) -> int:
     from labelclean.training.bundle_eval import evaluate_bundle
 
-    metrics = evaluate_bundle(args.model, _files(args), device=args.device,
-                              ignore_unknown=args.ignore_unknown_labels,
-                              progress=not args.quiet)
+    metrics = evaluate_bundle(
+        args.model,
+        _files(args),
+        device=args.device,
+        ignore_unknown=args.ignore_unknown_labels,
+        progress=not args.quiet,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

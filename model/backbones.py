@@ -96,7 +96,13 @@ BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "small_cnn": lambda c: SmallCNN(c.input.channels, c.width, c.feature_dim),
     **{
         name: _torchvision_backbone(name)
-        for name in ("resnet18", "resnet50", "inception_v3", "efficientnet_b0", "mobilenet_v3_large")
+        for name in (
+            "resnet18",
+            "resnet50",
+            "inception_v3",
+            "efficientnet_b0",
+            "mobilenet_v3_large",
+        )
     },
 }
 

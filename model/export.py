@@ -48,9 +48,7 @@ def export_onnx(net: LabelCleaningNet, path: Path, sample: tuple[np.ndarray, np.
         )
 
 
-def check_parity(
-    net: LabelCleaningNet, path: Path, sample: tuple[np.ndarray, np.ndarray]
-) -> float:
+def check_parity(net: LabelCleaningNet, path: Path, sample: tuple[np.ndarray, np.ndarray]) -> float:
     """Max absolute difference between PyTorch and ONNX Runtime (CPU) on ``sample``.
 
     Raises ExportError when it exceeds PARITY_ATOL.

@@ -1,8 +1,8 @@
 """The joint network of Veit et al. (CVPR 2017): shared features, a label cleaner, a classifier.
 
-    f = backbone(image)                                   # (N, F)
-    c = clip(y + g(y, f), 0, 1)                           # cleaner g, residual on noisy labels y
-    scores = sigmoid(h(f))                                # classifier h, linear over d classes
+f = backbone(image)                                   # (N, F)
+c = clip(y + g(y, f), 0, 1)                           # cleaner g, residual on noisy labels y
+scores = sigmoid(h(f))                                # classifier h, linear over d classes
 """
 
 from __future__ import annotations

@@ -8,11 +8,31 @@ from pathlib import Path
 import pytest
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-TINY = dict(n_train=150, n_verified=40, n_test=60, annotator_epochs=1,
-            annotator_items=2000, calibration_items=500, progress=False)
+TINY = dict(
+    n_train=150,
+    n_verified=40,
+    n_test=60,
+    annotator_epochs=1,
+    annotator_items=2000,
+    calibration_items=500,
+    progress=False,
+)
 # Smallest schedule and network that still exercise every phase.
-FAST_TRAIN = ["--epochs", "1", "--finetune-epochs", "1", "--clean-epochs", "1",
-              "--cleaner-epochs", "1", "--width", "4", "--feature-dim", "16", "--quiet"]
+FAST_TRAIN = [
+    "--epochs",
+    "1",
+    "--finetune-epochs",
+    "1",
+    "--clean-epochs",
+    "1",
+    "--cleaner-epochs",
+    "1",
+    "--width",
+    "4",
+    "--feature-dim",
+    "16",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from labelclean.model.backbones import create_backbone, default_input_spec
 from labelclean.model.bundle import LabelClass
 from labelclean.model.config import InputSpec, ModelConfig
@@ -36,11 +35,17 @@ def test_resnet_backbone_loads_local_weights_and_exports(tmp_path):
     net = LabelCleaningNet(cfg, backbone_weights=tmp_path / "weights.pt").eval()
     assert torch.equal(net.backbone.conv1.weight, state["conv1.weight"])
     rng = np.random.default_rng(0)
-    sample = (rng.standard_normal((2, 3, 32, 32)).astype(np.float32),
-              np.zeros((2, 4), np.float32))
-    bundle = export_bundle(net, tmp_path / "b", [LabelClass(str(i), str(i)) for i in range(4)],
-                           sample=sample, thresholds_cleaned=[0.5] * 4,
-                           thresholds_scores=[0.5] * 4, mode="joint", metrics={})
+    sample = (rng.standard_normal((2, 3, 32, 32)).astype(np.float32), np.zeros((2, 4), np.float32))
+    bundle = export_bundle(
+        net,
+        tmp_path / "b",
+        [LabelClass(str(i), str(i)) for i in range(4)],
+        sample=sample,
+        thresholds_cleaned=[0.5] * 4,
+        thresholds_scores=[0.5] * 4,
+        mode="joint",
+        metrics={},
+    )
     assert bundle.input.channels == 3
 
 
@@ -64,9 +69,12 @@ def test_cuda_training_step_with_autocast_and_channels_last():
     stepper = Stepper.__new__(Stepper)
     stepper.net, stepper.cfg, stepper.phase, stepper.device = net, TrainConfig(), "joint", device
     stepper.spec, stepper.channels_last = SMALL_RGB, True
-    make = lambda n: Batch(torch.randint(0, 255, (n, 32, 32, 3), dtype=torch.uint8, device=device),  # noqa: E731
-                           torch.rand(n, 4, device=device), torch.ones(n, 4, device=device),
-                           torch.ones(n, 4, device=device))
+
+    def make(n: int) -> Batch:
+        pixels = torch.randint(0, 255, (n, 32, 32, 3), dtype=torch.uint8, device=device)
+        ones = torch.ones(n, 4, device=device)
+        return Batch(pixels, torch.rand(n, 4, device=device), ones, ones)
+
     loss = stepper.loss(make(6), make(2))
     loss.backward()
     assert torch.isfinite(loss) and net.classifier.weight.grad is not None

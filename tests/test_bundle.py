@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from labelclean.model.bundle import BundleError, LabelClass, load_bundle
 from labelclean.model.config import ModelConfig
 from labelclean.model.export import ExportError, export_bundle
@@ -26,14 +25,24 @@ def net():
 @pytest.fixture(scope="module")
 def sample():
     rng = np.random.default_rng(0)
-    return (rng.standard_normal((6, 1, 28, 28)).astype(np.float32),
-            (rng.random((6, 5)) > 0.6).astype(np.float32))
+    return (
+        rng.standard_normal((6, 1, 28, 28)).astype(np.float32),
+        (rng.random((6, 5)) > 0.6).astype(np.float32),
+    )
 
 
 @pytest.fixture()
 def bundle(tmp_path, net, sample):
-    return export_bundle(net, tmp_path / "b", CLASSES, sample=sample, thresholds_cleaned=[0.4] * 5,
-                         thresholds_scores=[0.6] * 5, mode="joint", metrics={"AP_all": 90.0})
+    return export_bundle(
+        net,
+        tmp_path / "b",
+        CLASSES,
+        sample=sample,
+        thresholds_cleaned=[0.4] * 5,
+        thresholds_scores=[0.6] * 5,
+        mode="joint",
+        metrics={"AP_all": 90.0},
+    )
 
 
 def test_onnx_matches_pytorch_at_other_batch_sizes(bundle, net):
@@ -85,6 +94,14 @@ def test_parity_failure_writes_nothing(tmp_path, net, sample, monkeypatch):
 
     monkeypatch.setattr(export, "PARITY_ATOL", -1.0)  # any difference, even 0, now fails
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        export_bundle(net, tmp_path / "b", CLASSES, sample=sample, thresholds_cleaned=[0.5] * 5,
-                      thresholds_scores=[0.5] * 5, mode="joint", metrics={})
+        export_bundle(
+            net,
+            tmp_path / "b",
+            CLASSES,
+            sample=sample,
+            thresholds_cleaned=[0.5] * 5,
+            thresholds_scores=[0.5] * 5,
+            mode="joint",
+            metrics={},
+        )
     assert list((tmp_path / "b").iterdir()) == []

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from labelclean.training.metrics import ap_all, calibrate_thresholds, cleaning_report, mean_ap
 
 

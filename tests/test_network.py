@@ -1,7 +1,6 @@
 """The joint network: cleaner range and residual, and the gradient rule of the joint loss."""
 
 import torch
-
 from labelclean.model.config import ModelConfig
 from labelclean.model.network import LabelCleaner, LabelCleaningNet
 
@@ -33,11 +32,23 @@ def _batch_loss_grads(phase):
     torch.nn.init.normal_(net.cleaner.out.weight, std=0.5)
     stepper = Stepper.__new__(Stepper)
     stepper.net, stepper.cfg, stepper.phase = net, TrainConfig(), phase
-    stepper.device, stepper.spec, stepper.channels_last = torch.device("cpu"), net.config.input, False
-    t = Batch(torch.randint(0, 255, (6, 28, 28, 1), dtype=torch.uint8), torch.rand(6, 4),
-              torch.zeros(6, 4), torch.zeros(6, 4))
-    v = Batch(torch.randint(0, 255, (2, 28, 28, 1), dtype=torch.uint8), torch.rand(2, 4),
-              (torch.rand(2, 4) > 0.5).float(), torch.ones(2, 4))
+    stepper.device, stepper.spec, stepper.channels_last = (
+        torch.device("cpu"),
+        net.config.input,
+        False,
+    )
+    t = Batch(
+        torch.randint(0, 255, (6, 28, 28, 1), dtype=torch.uint8),
+        torch.rand(6, 4),
+        torch.zeros(6, 4),
+        torch.zeros(6, 4),
+    )
+    v = Batch(
+        torch.randint(0, 255, (2, 28, 28, 1), dtype=torch.uint8),
+        torch.rand(2, 4),
+        (torch.rand(2, 4) > 0.5).float(),
+        torch.ones(2, 4),
+    )
     return net, stepper, t, v
 
 
@@ -55,7 +66,9 @@ def test_clean_loss_trains_the_cleaner():
     stepper.cfg.classify_weight = 0.0
     stepper.loss(t, v).backward()
     assert torch.count_nonzero(net.cleaner.out.weight.grad) > 0
-    assert net.classifier.weight.grad is None or torch.count_nonzero(net.classifier.weight.grad) == 0
+    assert (
+        net.classifier.weight.grad is None or torch.count_nonzero(net.classifier.weight.grad) == 0
+    )
 
 
 def test_forward_shapes():

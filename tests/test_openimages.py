@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from labelclean.training.openimages import DataError, DataFiles, load_dataset, read_classes
 
 HEADER = "ImageID,Source,LabelName,Confidence\n"
@@ -15,13 +14,23 @@ def write(root, name, text):
 @pytest.fixture()
 def files(tmp_path):
     write(tmp_path, "class-descriptions.csv", '/m/a,Apple\n/m/b,"Bag, leather"\n/m/c,Cat\n')
-    write(tmp_path, "train-annotations-machine-imagelabels.csv", HEADER +
-          "t1,machine,/m/a,0.9\nt1,machine,/m/b,0.4\nt2,machine,/m/c,0.7\nv1,machine,/m/a,0.8\n")
-    write(tmp_path, "train-annotations-human-imagelabels.csv", HEADER +
-          "v1,verification,/m/a,0\nv1,verification,/m/b,1\n")
+    write(
+        tmp_path,
+        "train-annotations-machine-imagelabels.csv",
+        HEADER
+        + "t1,machine,/m/a,0.9\nt1,machine,/m/b,0.4\nt2,machine,/m/c,0.7\nv1,machine,/m/a,0.8\n",
+    )
+    write(
+        tmp_path,
+        "train-annotations-human-imagelabels.csv",
+        HEADER + "v1,verification,/m/a,0\nv1,verification,/m/b,1\n",
+    )
     write(tmp_path, "test-annotations-machine-imagelabels.csv", HEADER + "x1,machine,/m/a,0.6\n")
-    write(tmp_path, "test-annotations-human-imagelabels.csv", HEADER +
-          "x1,verification,/m/a,1\nx1,verification,/m/c,0\n")
+    write(
+        tmp_path,
+        "test-annotations-human-imagelabels.csv",
+        HEADER + "x1,verification,/m/a,1\nx1,verification,/m/c,0\n",
+    )
     return DataFiles(tmp_path)
 
 
@@ -50,14 +59,19 @@ def test_missing_file_is_named(files):
 
 
 def test_malformed_row_names_file_and_line(files):
-    write(files.root, "train-annotations-machine-imagelabels.csv",
-          HEADER + "t1,machine,/m/a,0.9\nt2,machine,/m/a\n")
+    write(
+        files.root,
+        "train-annotations-machine-imagelabels.csv",
+        HEADER + "t1,machine,/m/a,0.9\nt2,machine,/m/a\n",
+    )
     with pytest.raises(DataError, match=r"train-annotations-machine-imagelabels.csv:3: expected 4"):
         load_dataset(files)
 
 
 def test_bad_confidence_names_file_and_line(files):
-    write(files.root, "train-annotations-human-imagelabels.csv", HEADER + "v1,verification,/m/a,yes\n")
+    write(
+        files.root, "train-annotations-human-imagelabels.csv", HEADER + "v1,verification,/m/a,yes\n"
+    )
     with pytest.raises(DataError, match=r"human-imagelabels.csv:2: Confidence 'yes'"):
         load_dataset(files)
 
@@ -69,8 +83,11 @@ def test_missing_column_is_reported(files):
 
 
 def test_unknown_labels_are_listed_or_ignored(files):
-    write(files.root, "test-annotations-machine-imagelabels.csv",
-          HEADER + "x1,machine,/m/zebra,0.6\nx1,machine,/m/yak,0.6\nx1,machine,/m/a,0.6\n")
+    write(
+        files.root,
+        "test-annotations-machine-imagelabels.csv",
+        HEADER + "x1,machine,/m/zebra,0.6\nx1,machine,/m/yak,0.6\nx1,machine,/m/a,0.6\n",
+    )
     with pytest.raises(DataError, match=r"2 label\(s\) not in the class file: /m/yak, /m/zebra"):
         load_dataset(files)
     data = load_dataset(files, ignore_unknown=True)

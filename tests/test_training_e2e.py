@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from labelclean.cli import main
 from labelclean.model.bundle import load_bundle
 from labelclean.training.loop import MODES
+
+from labelclean.cli import main
 
 from .conftest import FAST_TRAIN
 
@@ -20,8 +20,12 @@ from .conftest import FAST_TRAIN
 @pytest.fixture(scope="module")
 def bench(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    assert main(["benchmark", "--data", str(tiny_data), "--out", str(out), "--seeds", "0",
-                 *FAST_TRAIN]) == 0
+    assert (
+        main(
+            ["benchmark", "--data", str(tiny_data), "--out", str(out), "--seeds", "0", *FAST_TRAIN]
+        )
+        == 0
+    )
     return out
 
 
@@ -54,8 +58,22 @@ def test_modes_other_than_noisy_start_from_the_noisy_model(bench: Path):
 def test_evaluate_scores_the_bundle_like_training_did(bench: Path, tiny_data: Path, capsys):
     run = bench / "seed-0" / "joint"
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(run / "bundle"), "--data", str(tiny_data),
-                 "--json", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run / "bundle"),
+                "--data",
+                str(tiny_data),
+                "--json",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     onnx_metrics = json.loads(capsys.readouterr().out)
     torch_metrics = json.loads((run / "report.json").read_text())["metrics"]
     assert onnx_metrics["AP_all"] == pytest.approx(torch_metrics["AP_all"], abs=0.05)
@@ -63,8 +81,9 @@ def test_evaluate_scores_the_bundle_like_training_did(bench: Path, tiny_data: Pa
     assert onnx_metrics["provider"] == "CPUExecutionProvider"
 
 
-def test_same_seed_same_model_and_resume_continues_exactly(tiny_data: Path, tmp_path: Path,
-                                                            monkeypatch):
+def test_same_seed_same_model_and_resume_continues_exactly(
+    tiny_data: Path, tmp_path: Path, monkeypatch
+):
     args = ["train", "--data", str(tiny_data), "--mode", "noisy", "--no-export", *FAST_TRAIN]
     args[args.index("--epochs") + 1] = "2"
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
@@ -86,8 +105,10 @@ def test_same_seed_same_model_and_resume_continues_exactly(tiny_data: Path, tmp_
     ckpt = tmp_path / "b" / "checkpoint.pt"
     assert torch.load(ckpt, weights_only=False)["epoch"] == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--resume", str(ckpt)]) == 0
-    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["state_dict"]
-            for r in ("a", "b"))
+    a, b = (
+        torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["state_dict"]
+        for r in ("a", "b")
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -101,8 +122,21 @@ def test_undecodable_images_are_skipped_and_listed(tiny_data: Path, tmp_path: Pa
     images = sorted((data / "images").iterdir())
     images[0].write_bytes(b"not a png")
     images[1].write_bytes(images[1].read_bytes()[:40])  # truncated
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--mode", "noisy",
-                 *FAST_TRAIN]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--mode",
+                "noisy",
+                *FAST_TRAIN,
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     skipped = {s["image_id"] for s in report["skipped_images"]}
     assert skipped == {images[0].stem, images[1].stem}
@@ -111,7 +145,8 @@ def test_undecodable_images_are_skipped_and_listed(tiny_data: Path, tmp_path: Pa
 def test_mode_needing_verified_images_fails_clearly_without_them(tiny_data, tmp_path, capsys):
     data = copy_data(tiny_data, tmp_path / "data")
     (data / "train-annotations-human-imagelabels.csv").write_text(
-        "ImageID,Source,LabelName,Confidence\n")
+        "ImageID,Source,LabelName,Confidence\n"
+    )
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *FAST_TRAIN])
     err = capsys.readouterr().err
     assert code == 2
@@ -130,9 +165,11 @@ def test_bad_data_is_a_one_line_error(case, tiny_data, tmp_path, capsys):
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *FAST_TRAIN])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    expected = {"missing-dir": "class-descriptions.csv: file not found",
-                "unknown-label": "not in the class file: /m/unicorn",
-                "bad-row": "test-annotations-machine-imagelabels.csv:"}[case]
+    expected = {
+        "missing-dir": "class-descriptions.csv: file not found",
+        "unknown-label": "not in the class file: /m/unicorn",
+        "bad-row": "test-annotations-machine-imagelabels.csv:",
+    }[case]
     assert expected in err
     assert not (tmp_path / "run" / "bundle").exists()
 

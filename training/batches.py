@@ -42,8 +42,10 @@ class Part:
         return Batch(*(_to(t[rows], device, pin) for t in tensors))
 
     def to(self, device: torch.device) -> Part:
-        return Part(self.image_ids, *(t.to(device) for t in
-                                      (self.pixels, self.noisy, self.human, self.known)))
+        return Part(
+            self.image_ids,
+            *(t.to(device) for t in (self.pixels, self.noisy, self.human, self.known)),
+        )
 
     @property
     def nbytes(self) -> int:
@@ -78,14 +80,25 @@ class TrainingData:
     unknown_labels: dict[str, int] = field(default_factory=dict)
 
     def parts(self) -> dict[str, Part]:
-        return {"T": self.noisy_train, "V": self.verified, "calibration": self.calibration,
-                "test": self.test}
+        return {
+            "T": self.noisy_train,
+            "V": self.verified,
+            "calibration": self.calibration,
+            "test": self.test,
+        }
 
     def to(self, device: torch.device) -> TrainingData:
         """A copy with every part on ``device`` (on CUDA, when it fits: no host copies)."""
         moved = {k: p.to(device) for k, p in self.parts().items()}
-        return TrainingData(self.classes, moved["T"], moved["V"], moved["calibration"],
-                            moved["test"], self.failures, self.unknown_labels)
+        return TrainingData(
+            self.classes,
+            moved["T"],
+            moved["V"],
+            moved["calibration"],
+            moved["test"],
+            self.failures,
+            self.unknown_labels,
+        )
 
 
 def to_input(pixels: torch.Tensor, spec: InputSpec, channels_last: bool = False) -> torch.Tensor:
@@ -107,10 +120,12 @@ def _part(split: Split, pixels: np.ndarray) -> Part:
     )
 
 
-def _decoded(split: Split, spec: InputSpec, uri: str, name: str, progress: bool,
-             failures: list[LoadFailure]) -> Part:
-    pixels, ok, failed = load_images(open_source(uri), split.image_ids, spec,
-                                     desc=f"decode {name}", progress=progress)
+def _decoded(
+    split: Split, spec: InputSpec, uri: str, name: str, progress: bool, failures: list[LoadFailure]
+) -> Part:
+    pixels, ok, failed = load_images(
+        open_source(uri), split.image_ids, spec, desc=f"decode {name}", progress=progress
+    )
     failures.extend(failed)
     rows = np.flatnonzero(ok)
     return _part(split.subset(rows), pixels[rows])
@@ -157,8 +172,13 @@ def prepare_data(
 
 def _subset(part: Part, rows: np.ndarray) -> Part:
     idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    return Part([part.image_ids[i] for i in rows], part.pixels[idx], part.noisy[idx],
-                part.human[idx], part.known[idx])
+    return Part(
+        [part.image_ids[i] for i in rows],
+        part.pixels[idx],
+        part.noisy[idx],
+        part.human[idx],
+        part.known[idx],
+    )
 
 
 class Cycler:

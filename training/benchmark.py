@@ -21,31 +21,51 @@ from .loop import MODES, TrainConfig
 from .run import train
 
 PAPER = {  # Open Images, Veit et al. 2017, Table 2 (AP_all / MAP)
-    "noisy": (83.82, 61.82), "finetune-clean": (85.88, 61.53), "joint": (87.67, 62.38),
+    "noisy": (83.82, 61.82),
+    "finetune-clean": (85.88, 61.53),
+    "joint": (87.67, 62.38),
 }
 
 
-def run_benchmark(data: TrainingData, out: Path, cfg: TrainConfig, model_cfg: ModelConfig, *,
-                  seeds: list[int], modes: list[str], progress: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    data: TrainingData,
+    out: Path,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    *,
+    seeds: list[int],
+    modes: list[str],
+    progress: bool = True,
+) -> dict[str, Any]:
     unknown = [m for m in modes if m not in MODES]
     if unknown or not seeds:
-        raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}"
-                         if unknown else "no seeds given")
+        raise ValueError(
+            f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}"
+            if unknown
+            else "no seeds given"
+        )
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in MODES if m in modes}
     for seed in seeds:
         base = out / f"seed-{seed}"
         started = time.perf_counter()
         runs.setdefault("noisy", {})[seed] = train(
-            data, base / "noisy", _with(cfg, "noisy", seed), model_cfg, progress=progress)
+            data, base / "noisy", _with(cfg, "noisy", seed), model_cfg, progress=progress
+        )
         noisy_seconds = time.perf_counter() - started
         runs["noisy"][seed]["seconds"] = noisy_seconds
         for mode in runs:
             if mode == "noisy":
                 continue
             started = time.perf_counter()
-            runs[mode][seed] = train(data, base / mode, _with(cfg, mode, seed), model_cfg,
-                                     init=base / "noisy" / "checkpoint.pt", progress=progress)
+            runs[mode][seed] = train(
+                data,
+                base / mode,
+                _with(cfg, mode, seed),
+                model_cfg,
+                init=base / "noisy" / "checkpoint.pt",
+                progress=progress,
+            )
             runs[mode][seed]["seconds"] = time.perf_counter() - started
             if progress:
                 m = runs[mode][seed]["metrics"]
@@ -54,8 +74,10 @@ def run_benchmark(data: TrainingData, out: Path, cfg: TrainConfig, model_cfg: Mo
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(render_markdown(results, data, cfg, model_cfg))
     if "joint" in runs:
-        plot_pr(out / f"seed-{seeds[0]}" / "joint" / "test_predictions.npz",
-                out / "cleaned_vs_noisy_pr.png")
+        plot_pr(
+            out / f"seed-{seeds[0]}" / "joint" / "test_predictions.npz",
+            out / "cleaned_vs_noisy_pr.png",
+        )
     return results
 
 
@@ -64,8 +86,11 @@ def _with(cfg: TrainConfig, mode: str, seed: int) -> TrainConfig:
 
 
 def _stats(values: list[float], seeds: list[int]) -> dict[str, Any]:
-    return {"mean": float(np.mean(values)), "spread": float(np.max(values) - np.min(values)),
-            "per_seed": {str(s): float(v) for s, v in zip(seeds, values, strict=True)}}
+    return {
+        "mean": float(np.mean(values)),
+        "spread": float(np.max(values) - np.min(values)),
+        "per_seed": {str(s): float(v) for s, v in zip(seeds, values, strict=True)},
+    }
 
 
 def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
@@ -78,18 +103,32 @@ def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> d
             "seconds": _stats([by_seed[s]["seconds"] for s in seeds], seeds),
         }
     cleaner = {}
-    for key in ("ap_all_noisy", "ap_all_cleaned", "map_noisy", "map_cleaned",
-                "removed_precision", "removed_recall", "added_precision", "added_recall"):
+    for key in (
+        "ap_all_noisy",
+        "ap_all_cleaned",
+        "map_noisy",
+        "map_cleaned",
+        "removed_precision",
+        "removed_recall",
+        "added_precision",
+        "added_recall",
+    ):
         for mode in ("joint", "pretrain"):
             if mode in runs:
                 cleaner.setdefault(mode, {})[key] = _stats(
-                    [runs[mode][s]["metrics"][f"cleaner_{key}"] for s in seeds], seeds)
-    return {"seeds": seeds, "modes": modes, "cleaner_on_test": cleaner,
-            "findings": findings(modes, cleaner)}
+                    [runs[mode][s]["metrics"][f"cleaner_{key}"] for s in seeds], seeds
+                )
+    return {
+        "seeds": seeds,
+        "modes": modes,
+        "cleaner_on_test": cleaner,
+        "findings": findings(modes, cleaner),
+    }
 
 
 def findings(modes: dict[str, Any], cleaner: dict[str, Any]) -> dict[str, bool]:
     """The paper's claims, checked on the means over seeds."""
+
     def mean(mode: str, metric: str) -> float:
         return modes[mode][metric]["mean"]
 
@@ -97,54 +136,72 @@ def findings(modes: dict[str, Any], cleaner: dict[str, Any]) -> dict[str, bool]:
     for mode in ("joint", "pretrain"):
         if mode in modes and "finetune-clean" in modes:
             for metric in ("AP_all", "MAP"):
-                out[f"{mode} beats finetune-clean on {metric}"] = (
-                    mean(mode, metric) > mean("finetune-clean", metric))
+                out[f"{mode} beats finetune-clean on {metric}"] = mean(mode, metric) > mean(
+                    "finetune-clean", metric
+                )
         if mode in modes and "noisy" in modes:
             out[f"{mode} beats noisy on AP_all"] = mean(mode, "AP_all") > mean("noisy", "AP_all")
         if mode in cleaner:
             c = cleaner[mode]
             out[f"{mode}: cleaned labels beat machine labels (AP_all on test)"] = (
-                c["ap_all_cleaned"]["mean"] > c["ap_all_noisy"]["mean"])
+                c["ap_all_cleaned"]["mean"] > c["ap_all_noisy"]["mean"]
+            )
     return out
 
 
-def render_markdown(results: dict[str, Any], data: TrainingData, cfg: TrainConfig,
-                    model_cfg: ModelConfig) -> str:
+def render_markdown(
+    results: dict[str, Any], data: TrainingData, cfg: TrainConfig, model_cfg: ModelConfig
+) -> str:
     seeds = results["seeds"]
     lines = [
-        "# Benchmark: learning from noisy labels with minimal supervision", "",
+        "# Benchmark: learning from noisy labels with minimal supervision",
+        "",
         f"Data: T {len(data.noisy_train)}, V {len(data.verified)} (+{len(data.calibration)} "
         f"held out for thresholds), test {len(data.test)} images, {len(data.classes)} classes. "
         f"Backbone {model_cfg.backbone}; {cfg.epochs} noisy epochs, {cfg.finetune_epochs} "
-        f"fine-tune epochs; seeds {', '.join(map(str, seeds))}.", "",
-        "Classifier on the test set against human labels (percent; mean ± range over seeds):", "",
+        f"fine-tune epochs; seeds {', '.join(map(str, seeds))}.",
+        "",
+        "Classifier on the test set against human labels (percent; mean ± range over seeds):",
+        "",
         "| mode | AP_all | MAP | per seed (AP_all / MAP) | time (s) | paper (Open Images) |",
         "|---|---|---|---|---|---|",
     ]
     for mode, r in results["modes"].items():
-        per = "; ".join(f"{r['AP_all']['per_seed'][str(s)]:.2f} / {r['MAP']['per_seed'][str(s)]:.2f}"
-                        for s in seeds)
+        per = "; ".join(
+            f"{r['AP_all']['per_seed'][str(s)]:.2f} / {r['MAP']['per_seed'][str(s)]:.2f}"
+            for s in seeds
+        )
         paper = "{:.2f} / {:.2f}".format(*PAPER[mode]) if mode in PAPER else ""
         lines.append(
             f"| {mode} | {r['AP_all']['mean']:.2f} ± {r['AP_all']['spread'] / 2:.2f} "
             f"| {r['MAP']['mean']:.2f} ± {r['MAP']['spread'] / 2:.2f} | {per} "
-            f"| {r['seconds']['mean']:.0f} | {paper} |")
-    lines += ["", "`noisy` time includes its training; the other modes' times are their "
-              "fine-tuning from it.", ""]
+            f"| {r['seconds']['mean']:.0f} | {paper} |"
+        )
+    lines += [
+        "",
+        "`noisy` time includes its training; the other modes' times are their fine-tuning from it.",
+        "",
+    ]
     for mode, c in results["cleaner_on_test"].items():
         lines += [
-            f"Cleaned labels of the test images ({mode} cleaner) against human labels:", "",
-            "| labels | AP_all | MAP |", "|---|---|---|",
-            f"| machine (noisy) y | {c['ap_all_noisy']['mean']:.2f} | {c['map_noisy']['mean']:.2f} |",
+            f"Cleaned labels of the test images ({mode} cleaner) against human labels:",
+            "",
+            "| labels | AP_all | MAP |",
+            "|---|---|---|",
+            f"| machine (noisy) y | {c['ap_all_noisy']['mean']:.2f} "
+            f"| {c['map_noisy']['mean']:.2f} |",
             f"| cleaned c | {c['ap_all_cleaned']['mean']:.2f} | {c['map_cleaned']['mean']:.2f} |",
             "",
             f"Removed labels: precision {c['removed_precision']['mean']:.3f}, recall "
             f"{c['removed_recall']['mean']:.3f}. Added labels: precision "
-            f"{c['added_precision']['mean']:.3f}, recall {c['added_recall']['mean']:.3f}.", "",
+            f"{c['added_precision']['mean']:.3f}, recall {c['added_recall']['mean']:.3f}.",
+            "",
         ]
     lines += ["The paper's findings, on the means:", ""]
-    lines += [f"- {'holds' if ok else 'DOES NOT HOLD'}: {claim}"
-              for claim, ok in results["findings"].items()]
+    lines += [
+        f"- {'holds' if ok else 'DOES NOT HOLD'}: {claim}"
+        for claim, ok in results["findings"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +216,11 @@ def plot_pr(predictions: Path, out: Path) -> None:
     arrays = np.load(predictions)
     known = arrays["known"]
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-    for name, label in (("noisy", "machine labels y"), ("cleaned", "cleaned labels c"),
-                        ("scores", "classifier h")):
+    for name, label in (
+        ("noisy", "machine labels y"),
+        ("cleaned", "cleaned labels c"),
+        ("scores", "classifier h"),
+    ):
         p, r, _ = precision_recall_curve(arrays["human"][known], arrays[name][known])
         ax.plot(r, p, label=label)
     ax.set_xlabel("recall")

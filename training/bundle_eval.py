@@ -12,25 +12,42 @@ from .images import load_images, open_source
 from .openimages import DataError, DataFiles, load_dataset
 
 
-def evaluate_bundle(path, files: DataFiles, *, device: Device = "auto",
-                    ignore_unknown: bool = False, progress: bool = True) -> dict:
+def evaluate_bundle(
+    path,
+    files: DataFiles,
+    *,
+    device: Device = "auto",
+    ignore_unknown: bool = False,
+    progress: bool = True,
+) -> dict:
     """The paper's metrics (percent) for the bundle at ``path`` on ``files``' test set."""
     bundle = load_bundle(path)
     data = load_dataset(files, ignore_unknown=ignore_unknown)
     if [c.id for c in data.classes] != [c.id for c in bundle.classes]:
-        raise DataError(f"{files.path(files.classes)}: classes differ from the bundle's "
-                        f"classes.csv ({len(data.classes)} vs {len(bundle.classes)} classes, "
-                        "or another order)")
+        raise DataError(
+            f"{files.path(files.classes)}: classes differ from the bundle's "
+            f"classes.csv ({len(data.classes)} vs {len(bundle.classes)} classes, "
+            "or another order)"
+        )
     model = OnnxModel(bundle, device=device)
     test = data.test
-    pixels, ok, failures = load_images(open_source(files.images_uri), test.image_ids,
-                                       bundle.input, desc="decode test", progress=progress)
+    pixels, ok, failures = load_images(
+        open_source(files.images_uri),
+        test.image_ids,
+        bundle.input,
+        desc="decode test",
+        progress=progress,
+    )
     rows = np.flatnonzero(ok)
     test = test.subset(rows)
     test.noisy = encode_noisy(test.noisy, bundle.model_config.get("noisy_labels", "confidence"))
-    scores, cleaned = predict_batches(model.run, pixels[rows], test.noisy,
-                                      lambda p: normalize(p, bundle.input))
-    metrics = score(scores, cleaned, test.noisy, test.human, test.known,
-                    bundle.thresholds_cleaned)
-    return {**metrics, "images": len(rows), "skipped_images": len(failures),
-            "provider": model.provider}
+    scores, cleaned = predict_batches(
+        model.run, pixels[rows], test.noisy, lambda p: normalize(p, bundle.input)
+    )
+    metrics = score(scores, cleaned, test.noisy, test.human, test.known, bundle.thresholds_cleaned)
+    return {
+        **metrics,
+        "images": len(rows),
+        "skipped_images": len(failures),
+        "provider": model.provider,
+    }

@@ -19,8 +19,9 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit."""
 
 
-def save_checkpoint(path: Path, net: LabelCleaningNet, classes: list[LabelClass],
-                    **fields: Any) -> None:
+def save_checkpoint(
+    path: Path, net: LabelCleaningNet, classes: list[LabelClass], **fields: Any
+) -> None:
     """Write atomically: a crash mid-write never leaves a half checkpoint behind."""
     state = {
         "format": CHECKPOINT_FORMAT,

@@ -12,9 +12,13 @@ from .metrics import ap_all, cleaning_report, mean_ap
 Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def predict_batches(predict: Predict, pixels: np.ndarray, noisy: np.ndarray,
-                    normalize: Callable[[np.ndarray], np.ndarray],
-                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict_batches(
+    predict: Predict,
+    pixels: np.ndarray,
+    noisy: np.ndarray,
+    normalize: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``predict`` over (N, H, W, C) uint8 pixels in batches -> (scores, cleaned), (N, d)."""
     scores, cleaned = [], []
     for i in range(0, len(pixels), batch_size):
@@ -27,8 +31,14 @@ def predict_batches(predict: Predict, pixels: np.ndarray, noisy: np.ndarray,
     return np.concatenate(scores), np.concatenate(cleaned)
 
 
-def score(scores: np.ndarray, cleaned: np.ndarray, noisy: np.ndarray, human: np.ndarray,
-          known: np.ndarray, thresholds_cleaned: list[float]) -> dict[str, float]:
+def score(
+    scores: np.ndarray,
+    cleaned: np.ndarray,
+    noisy: np.ndarray,
+    human: np.ndarray,
+    known: np.ndarray,
+    thresholds_cleaned: list[float],
+) -> dict[str, float]:
     """The paper's metrics in percent: classifier AP_all and MAP, and the cleaner's report."""
     known = known.astype(bool)
     report = cleaning_report(noisy, cleaned, human, known, thresholds_cleaned)

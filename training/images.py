@@ -38,8 +38,11 @@ class FolderSource:
         self.root = root
 
     def keys(self) -> dict[str, str]:
-        return {entry.name.rsplit(".", 1)[0]: entry.path for entry in os.scandir(self.root)
-                if entry.is_file()}
+        return {
+            entry.name.rsplit(".", 1)[0]: entry.path
+            for entry in os.scandir(self.root)
+            if entry.is_file()
+        }
 
     def read(self, key: str) -> bytes:
         return Path(key).read_bytes()
@@ -66,11 +69,13 @@ class S3Source:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for obj in page.get("Contents", []):
-                    name = obj["Key"][len(self.prefix):]
+                    name = obj["Key"][len(self.prefix) :]
                     if "/" not in name:
                         found[name.rsplit(".", 1)[0]] = obj["Key"]
         except Exception as exc:  # noqa: BLE001 - botocore raises many kinds; all mean "cannot list"
-            raise DataError(f"s3://{self.bucket}/{self.prefix}: cannot list images ({exc})") from exc
+            raise DataError(
+                f"s3://{self.bucket}/{self.prefix}: cannot list images ({exc})"
+            ) from exc
         return found
 
     def read(self, key: str) -> bytes:
@@ -123,6 +128,14 @@ def load_images(
             failures.append(LoadFailure(image_id, str(exc)))
 
     with ThreadPoolExecutor(workers) as pool:
-        list(tqdm(pool.map(load, range(len(image_ids))), total=len(image_ids), desc=desc,
-                  unit="img", disable=not progress, leave=False))
+        list(
+            tqdm(
+                pool.map(load, range(len(image_ids))),
+                total=len(image_ids),
+                desc=desc,
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
+        )
     return pixels, ok, failures

@@ -70,8 +70,15 @@ def _bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None =
 class Stepper:
     """Draws a phase's batches and computes its loss."""
 
-    def __init__(self, net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig,
-                 phase: Phase, device: torch.device, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        net: LabelCleaningNet,
+        data: TrainingData,
+        cfg: TrainConfig,
+        phase: Phase,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
         self.net, self.data, self.cfg, self.phase, self.device = net, data, cfg, phase, device
         self.spec = net.config.input
         self.channels_last = device.type == "cuda"
@@ -79,8 +86,11 @@ class Stepper:
         self.uses_t = phase in ("noisy", "mixed", "joint")
         self.uses_v = phase in NEEDS_VERIFIED
         self.v_per_batch = (
-            cfg.batch_size if not self.uses_t
-            else max(1, round(cfg.batch_size * cfg.verified_share)) if self.uses_v else 0
+            cfg.batch_size
+            if not self.uses_t
+            else max(1, round(cfg.batch_size * cfg.verified_share))
+            if self.uses_v
+            else 0
         )
         self.t_per_batch = cfg.batch_size - self.v_per_batch if self.uses_t else 0
         self.steps = (n_t // self.t_per_batch) if self.uses_t else -(-n_v // self.v_per_batch)
@@ -88,10 +98,16 @@ class Stepper:
         self.v_rows = Cycler(n_v, generator) if self.uses_v else None
 
     def batch(self) -> tuple[Batch | None, Batch | None]:
-        t = self.data.noisy_train.take(self.t_rows.draw(self.t_per_batch), self.device) \
-            if self.t_rows else None
-        v = self.data.verified.take(self.v_rows.draw(self.v_per_batch), self.device) \
-            if self.v_rows else None
+        t = (
+            self.data.noisy_train.take(self.t_rows.draw(self.t_per_batch), self.device)
+            if self.t_rows
+            else None
+        )
+        v = (
+            self.data.verified.take(self.v_rows.draw(self.v_per_batch), self.device)
+            if self.v_rows
+            else None
+        )
         return t, v
 
     def loss(self, t: Batch | None, v: Batch | None) -> torch.Tensor:
@@ -152,9 +168,13 @@ def run_phase(
     lr = cfg.lr if phase == "noisy" else cfg.finetune_lr
     optimizer = make_optimizer(net, phase, lr, cfg.weight_decay)
     total = max(1, stepper.steps * epochs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total, pct_start=0.1 if phase == "noisy" else 0.0
-    ) if phase == "noisy" else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total, pct_start=0.1 if phase == "noisy" else 0.0
+        )
+        if phase == "noisy"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    )
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         scheduler.load_state_dict(optimizer_state["scheduler"])
@@ -165,8 +185,14 @@ def run_phase(
         net.train()
         if phase == "cleaner":
             net.backbone.eval()
-        bar = tqdm(range(stepper.steps), desc=f"{phase} {epoch + 1}/{epochs}", unit="step",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            range(stepper.steps),
+            desc=f"{phase} {epoch + 1}/{epochs}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         started = time.perf_counter()
         for _ in bar:
             t, v = stepper.batch()
@@ -184,5 +210,4 @@ def run_phase(
         last = float(loss.detach()) if stepper.steps else last
         if on_epoch_end is not None:
             on_epoch_end(epoch, optimizer, scheduler)
-    return {"images_per_s": images / seconds if seconds else 0.0, "loss": last,
-            "seconds": seconds}
+    return {"images_per_s": images / seconds if seconds else 0.0, "loss": last, "seconds": seconds}

@@ -76,8 +76,9 @@ class Split:
 
     def subset(self, rows: np.ndarray) -> Split:
         rows = np.asarray(rows, dtype=np.int64)
-        return Split([self.image_ids[i] for i in rows], self.noisy[rows], self.human[rows],
-                     self.known[rows])
+        return Split(
+            [self.image_ids[i] for i in rows], self.noisy[rows], self.human[rows], self.known[rows]
+        )
 
     def __len__(self) -> int:
         return len(self.image_ids)

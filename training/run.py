@@ -48,8 +48,9 @@ def place_data(data: TrainingData, device: torch.device) -> TrainingData:
 
 
 @torch.no_grad()
-def predict_part(net: LabelCleaningNet, part: Part, device: torch.device,
-                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict_part(
+    net: LabelCleaningNet, part: Part, device: torch.device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """(scores, cleaned), each (N, d) float32, for every image of ``part``."""
     net.eval()
     spec = net.config.input
@@ -67,8 +68,9 @@ def predict_part(net: LabelCleaningNet, part: Part, device: torch.device,
     return np.concatenate(out_s), np.concatenate(out_c)
 
 
-def build_network(model_cfg: ModelConfig, data: TrainingData, init: Path | None,
-                  backbone_weights: Path | None) -> LabelCleaningNet:
+def build_network(
+    model_cfg: ModelConfig, data: TrainingData, init: Path | None, backbone_weights: Path | None
+) -> LabelCleaningNet:
     if init is None:
         return LabelCleaningNet(model_cfg, backbone_weights)
     net, classes = rebuild(load_checkpoint(init))
@@ -121,16 +123,32 @@ def train(
         first = index == start_phase
 
         def save(epoch: int, optimizer, scheduler, index=index) -> None:
-            save_checkpoint(ckpt, net, data.classes, train_config=cfg.to_dict(), phases=phases,
-                            phase_index=index, epoch=epoch,
-                            optimizer={"optimizer": optimizer.state_dict(),
-                                       "scheduler": scheduler.state_dict()})
+            save_checkpoint(
+                ckpt,
+                net,
+                data.classes,
+                train_config=cfg.to_dict(),
+                phases=phases,
+                phase_index=index,
+                epoch=epoch,
+                optimizer={
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                },
+            )
 
         timings[phase] = run_phase(
-            net, data, cfg, phase, epochs, device, phase_index=index,
+            net,
+            data,
+            cfg,
+            phase,
+            epochs,
+            device,
+            phase_index=index,
             start_epoch=start_epoch if first else 0,
             optimizer_state=state["optimizer"] if (state and first) else None,
-            on_epoch_end=save, progress=progress,
+            on_epoch_end=save,
+            progress=progress,
         )
     report = finish(net, data, cfg, out, device, phases, export=export)
     report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
@@ -138,8 +156,16 @@ def train(
     return report
 
 
-def finish(net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig, out: Path,
-           device: torch.device, phases: list, *, export: bool) -> dict[str, Any]:
+def finish(
+    net: LabelCleaningNet,
+    data: TrainingData,
+    cfg: TrainConfig,
+    out: Path,
+    device: torch.device,
+    phases: list,
+    *,
+    export: bool,
+) -> dict[str, Any]:
     """Calibrate thresholds on the held-out part of V, evaluate on test, save and export."""
     cal_s, cal_c = predict_part(net, data.calibration, device)
     cal_known = data.calibration.known.cpu().numpy().astype(bool)
@@ -150,17 +176,36 @@ def finish(net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig, out: Pat
     }
     test_s, test_c = predict_part(net, data.test, device)
     test = data.test
-    arrays = {"scores": test_s, "cleaned": test_c, "noisy": test.noisy.cpu().numpy(),
-              "human": test.human.cpu().numpy(), "known": test.known.cpu().numpy() > 0}
+    arrays = {
+        "scores": test_s,
+        "cleaned": test_c,
+        "noisy": test.noisy.cpu().numpy(),
+        "human": test.human.cpu().numpy(),
+        "known": test.known.cpu().numpy() > 0,
+    }
     np.savez_compressed(out / "test_predictions.npz", **arrays)
-    metrics = score(test_s, test_c, arrays["noisy"], arrays["human"], arrays["known"],
-                    thresholds["cleaned"])
+    metrics = score(
+        test_s, test_c, arrays["noisy"], arrays["human"], arrays["known"], thresholds["cleaned"]
+    )
     net.cpu()
-    save_checkpoint(out / "checkpoint.pt", net, data.classes, train_config=cfg.to_dict(),
-                    phases=phases, phase_index=len(phases), epoch=-1,
-                    optimizer=None, thresholds=thresholds, metrics=metrics, done=True)
+    save_checkpoint(
+        out / "checkpoint.pt",
+        net,
+        data.classes,
+        train_config=cfg.to_dict(),
+        phases=phases,
+        phase_index=len(phases),
+        epoch=-1,
+        optimizer=None,
+        thresholds=thresholds,
+        metrics=metrics,
+        done=True,
+    )
     report: dict[str, Any] = {
-        "mode": cfg.mode, "seed": cfg.seed, "metrics": metrics, "thresholds": thresholds,
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "thresholds": thresholds,
         "sizes": {k: len(p) for k, p in data.parts().items()},
         "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],
         "ignored_labels": data.unknown_labels,
@@ -170,10 +215,14 @@ def finish(net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig, out: Pat
         sample = test.take(rows, torch.device("cpu"))
         images = to_input(sample.pixels, net.config.input).numpy()
         bundle = export_bundle(
-            net, out / "bundle", data.classes, sample=(images, sample.noisy.numpy()),
-            thresholds_cleaned=thresholds["cleaned"], thresholds_scores=thresholds["scores"],
-            mode=cfg.mode, metrics=metrics,
+            net,
+            out / "bundle",
+            data.classes,
+            sample=(images, sample.noisy.numpy()),
+            thresholds_cleaned=thresholds["cleaned"],
+            thresholds_scores=thresholds["scores"],
+            mode=cfg.mode,
+            metrics=metrics,
         )
         report["bundle"] = str(bundle.path)
     return report
-
