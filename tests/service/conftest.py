@@ -58,7 +58,6 @@ def images() -> list[bytes]:
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny joint network (10 classes) exported with labelclean.model.export."""
     import torch
-
     from labelclean.model.bundle import LabelClass
     from labelclean.model.config import ModelConfig
     from labelclean.model.export import export_bundle

@@ -42,7 +42,9 @@ def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * 1000)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def encoded(fmt: str, size: tuple[int, int] = (28, 28), mode: str = "L") -> bytes:
@@ -77,45 +79,79 @@ def cases(images: list[bytes]) -> dict[str, tuple[dict, int, str, str | None]]:
     return {
         "body over the limit": (
             {"content": multipart([("image", b"\0" * 2_100_000, "a.png")]), "headers": MULTIPART},
-            413, "payload_too_large", None,
+            413,
+            "payload_too_large",
+            None,
         ),
         "too many images": (
-            {"files": [("image", ("a.png", ok, "image/png"))] * 17, "data": {"labels": [LABELS] * 17}},
-            413, "too_many_images", "image",
+            {
+                "files": [("image", ("a.png", ok, "image/png"))] * 17,
+                "data": {"labels": [LABELS] * 17},
+            },
+            413,
+            "too_many_images",
+            "image",
         ),
         "too many pixels": (clean_request(big_png()), 413, "image_too_large", "image[0]"),
         "decompression bomb": (clean_request(bomb_png()), 413, "image_too_large", "image[0]"),
         "not an image": (clean_request(b"hello, I am text"), 415, "unsupported_image", "image[0]"),
         "format not allowed": (clean_request(encoded("BMP")), 415, "unsupported_image", "image[0]"),
         "not multipart": (
-            {"json": {"image": "x", "labels": ["/fm/bag"]}}, 415, "unsupported_media_type", None,
+            {"json": {"image": "x", "labels": ["/fm/bag"]}},
+            415,
+            "unsupported_media_type",
+            None,
         ),
         "truncated png": (clean_request(truncated), 422, "corrupt_image", "image[0]"),
         "corrupt jpeg": (clean_request(broken_jpeg), 422, "corrupt_image", "image[0]"),
         "no image part": ({"files": [("labels", (None, LABELS))]}, 422, "invalid_input", "image"),
         "unknown part": (
             {**clean_request(ok), "files": [("images", ("a", ok, "image/png"))]},
-            422, "invalid_input", "images",
+            422,
+            "invalid_input",
+            "images",
         ),
         "labels not json": (clean_request(ok, "[bag"), 422, "invalid_input", "labels[0]"),
         "labels not array": (clean_request(ok, '{"a": 1}'), 422, "invalid_input", "labels[0]"),
         "label not a string": (clean_request(ok, "[3]"), 422, "invalid_input", "labels[0]"),
         "confidence above 1": (
             clean_request(ok, '[{"label": "/fm/bag", "confidence": 1.5}]'),
-            422, "invalid_input", "labels[0]",
+            422,
+            "invalid_input",
+            "labels[0]",
         ),
-        "label twice": (clean_request(ok, '["/fm/bag", "/fm/bag"]'), 422, "invalid_input", "labels[0]"),
-        "labels missing": ({"files": [("image", ("a", ok, "image/png"))]}, 422, "invalid_input", "labels"),
-        "threshold not a number": (clean_request(ok, threshold="high"), 422, "invalid_input", "threshold"),
+        "label twice": (
+            clean_request(ok, '["/fm/bag", "/fm/bag"]'),
+            422,
+            "invalid_input",
+            "labels[0]",
+        ),
+        "labels missing": (
+            {"files": [("image", ("a", ok, "image/png"))]},
+            422,
+            "invalid_input",
+            "labels",
+        ),
+        "threshold not a number": (
+            clean_request(ok, threshold="high"),
+            422,
+            "invalid_input",
+            "threshold",
+        ),
         "threshold above 1": (clean_request(ok, threshold="2"), 422, "invalid_input", "threshold"),
         "threshold twice": (
             {**clean_request(ok), "data": {"labels": LABELS, "threshold": ["0.1", "0.2"]}},
-            422, "invalid_input", "threshold",
+            422,
+            "invalid_input",
+            "threshold",
         ),
         "malformed multipart": (
-            {"content": b"--other\r\nnonsense", "headers": MULTIPART}, 400, "invalid_multipart", None,
+            {"content": b"--other\r\nnonsense", "headers": MULTIPART},
+            400,
+            "invalid_multipart",
+            None,
         ),
-    }  # fmt: skip
+    }
 
 
 CASE_NAMES = list(cases([b"x"]).keys())
@@ -151,7 +187,9 @@ def test_unknown_labels_are_listed(server: Server, images: list[bytes]) -> None:
 
 def test_unknown_label_in_threshold_is_listed(server: Server, images: list[bytes]) -> None:
     with server.client() as c:
-        r = c.post("/classify", **{**clean_request(images[0]), "data": {"threshold": '{"/x/q": 0.1}'}})
+        r = c.post(
+            "/classify", **{**clean_request(images[0]), "data": {"threshold": '{"/x/q": 0.1}'}}
+        )
     assert r.status_code == 422 and r.json()["error"]["unknown_labels"] == ["/x/q"]
 
 
@@ -201,7 +239,7 @@ def test_unknown_path_and_method_are_json(server: Server) -> None:
 
 
 def test_exif_orientation_and_colour_are_applied(server: Server) -> None:
-    """A JPEG stored sideways with EXIF orientation 6 and in RGB scores like the upright greyscale."""
+    """A sideways RGB JPEG with EXIF orientation 6 scores like its upright greyscale twin."""
     rng = np.random.default_rng(1)
     upright = (rng.random((28, 20)) * 255).astype(np.uint8)  # not square: orientation matters
     stored = Image.fromarray(upright).rotate(90, expand=True).convert("RGB")  # what a camera writes
@@ -210,9 +248,9 @@ def test_exif_orientation_and_colour_are_applied(server: Server) -> None:
     sideways = io.BytesIO()
     stored.save(sideways, format="JPEG", quality=100, exif=exif)
     reference = io.BytesIO()
-    Image.fromarray(np.asarray(Image.open(sideways).transpose(Image.Transpose.ROTATE_270).convert("L"))).save(
-        reference, format="PNG"
-    )
+    Image.fromarray(
+        np.asarray(Image.open(sideways).transpose(Image.Transpose.ROTATE_270).convert("L"))
+    ).save(reference, format="PNG")
     with server.client() as c:
         a, b = (
             c.post("/classify", files=[("image", ("a", data))], data={"threshold": "0"}).json()
@@ -223,5 +261,7 @@ def test_exif_orientation_and_colour_are_applied(server: Server) -> None:
     with server.client() as c:  # and without EXIF applied the scores would differ
         plain = io.BytesIO()
         stored.save(plain, format="JPEG", quality=100)
-        c_ = c.post("/classify", files=[("image", ("a", plain.getvalue()))], data={"threshold": "0"})
+        c_ = c.post(
+            "/classify", files=[("image", ("a", plain.getvalue()))], data={"threshold": "0"}
+        )
     assert {x["id"]: x["score"] for x in c_.json()["results"][0]["labels"]} != scores[1]

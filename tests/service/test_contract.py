@@ -9,6 +9,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
+from labelclean.service.openapi import openapi_document
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -16,8 +17,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from labelclean.service.openapi import openapi_document
 
 from .conftest import Server
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from labelclean.model.bundle import load_bundle
 from labelclean.model.cleaning import DEFAULT_LIMITS, prepare_image
 from labelclean.model.runtime import OnnxModel
@@ -92,7 +91,9 @@ def test_clean_verdicts(server: Server, images, reference) -> None:
         assert v["cleaned"] == pytest.approx(float(cleaned[i]), abs=2e-6)
         assert v["threshold"] == 0.5
         assert v["verdict"] == ("kept" if passes else "removed") if present else "added"
-    assert result["cleaned_labels"] == [v["id"] for v in result["labels"] if v["verdict"] != "removed"]
+    assert result["cleaned_labels"] == [
+        v["id"] for v in result["labels"] if v["verdict"] != "removed"
+    ]
     assert {"kept", "removed", "added"} & {v["verdict"] for v in result["labels"]}
 
 
@@ -151,8 +152,12 @@ def test_metrics_count_requests_and_images(server: Server, images) -> None:
         c.post("/classify", files=files(images[0]))
         c.post("/classify", files=files(b"not an image"))
         text = c.get("/metrics").text
-    assert re.search(r'labelclean_requests_total\{endpoint="/classify",method="POST",status="200"\} [1-9]', text)
-    assert re.search(r'labelclean_requests_total\{endpoint="/classify",method="POST",status="415"\} [1-9]', text)
+    assert re.search(
+        r'labelclean_requests_total\{endpoint="/classify",method="POST",status="200"\} [1-9]', text
+    )
+    assert re.search(
+        r'labelclean_requests_total\{endpoint="/classify",method="POST",status="415"\} [1-9]', text
+    )
     assert re.search(r'labelclean_request_duration_seconds_count\{endpoint="/classify"', text)
     assert re.search(r'labelclean_images_total\{endpoint="/classify"\} [1-9]', text)
     for name in ("queue_wait_seconds_count", "inference_seconds_count"):
@@ -194,5 +199,7 @@ def test_healthz_needs_no_key_and_every_key_works(server: Server, images) -> Non
         c.headers.pop("Authorization")
         assert c.get("/healthz").json() == {"status": "alive"}
         for key in (API_KEY, "another-key-0123456789"):
-            r = c.post("/classify", files=files(images[0]), headers={"Authorization": f"Bearer {key}"})
+            r = c.post(
+                "/classify", files=files(images[0]), headers={"Authorization": f"Bearer {key}"}
+            )
             assert r.status_code == 200

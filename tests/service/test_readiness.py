@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from labelclean.model.runtime import CUDA, gpu_present
 
 from .conftest import Server
@@ -40,4 +39,7 @@ def test_cuda_demanded_but_absent_is_live_not_ready(cuda_server: Server, images)
 def test_auto_device_runs_on_cpu_and_is_ready(server: Server) -> None:
     with server.client() as c:
         r = c.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"status": "ready", "provider": "CPUExecutionProvider"}
+    assert r.status_code == 200 and r.json() == {
+        "status": "ready",
+        "provider": "CPUExecutionProvider",
+    }

@@ -1,0 +1,164 @@
+"""The pieces behind the endpoints, on their own: label parsing, verdicts, the one cleaning
+path used without HTTP, the dynamic batcher, and settings that refuse unsafe values."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from labelclean.model.bundle import LabelClass, load_bundle
+from labelclean.model.cleaning import clean_images_sync, verdicts
+from labelclean.model.labels import InputError, label_index, parse_labels, parse_thresholds
+from labelclean.model.runtime import OnnxModel
+from labelclean.service.batcher import DynamicBatcher
+from pydantic import ValidationError
+
+from labelclean.settings import Settings
+
+from .conftest import Server
+
+CLASSES = [LabelClass(f"/x/{i}", f"class {i}") for i in range(4)]
+INDEX = label_index(CLASSES)
+
+
+def test_parse_labels_ids_and_confidences() -> None:
+    y, unknown = parse_labels('["/x/1", {"label": "/x/3", "confidence": 0.25}, "/q"]', INDEX)
+    assert y.tolist() == [0.0, 1.0, 0.0, 0.25] and unknown == ["/q"]
+    assert parse_labels([], INDEX)[0].tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("{", "not valid JSON"), ('"/x/1"', "JSON array"), ("[1]", "label ids"),
+     ('[{"label": "/x/1", "confidence": 0}]', "above 0"),
+     ('[{"label": "/x/1", "confidence": true}]', "must be a number"),
+     ('[{"label": "/x/1", "extra": 1}]', 'string "label"'), ('["/x/1", "/x/1"]', "twice")],
+)  # fmt: skip
+def test_parse_labels_refuses(value: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        parse_labels(value, INDEX, field="labels[2]")
+    assert info.value.field == "labels[2]"
+
+
+def test_parse_thresholds() -> None:
+    defaults = [0.5, 0.5, 0.5, 0.5]
+    assert parse_thresholds(None, INDEX, defaults).tolist() == defaults
+    assert parse_thresholds("0.25", INDEX, defaults).tolist() == [0.25] * 4
+    assert parse_thresholds('{"/x/2": 0}', INDEX, defaults).tolist() == [0.5, 0.5, 0, 0.5]
+    with pytest.raises(InputError) as info:
+        parse_thresholds('{"/x/9": 0.1, "/x/8": 0.2}', INDEX, defaults)
+    assert info.value.code == "unknown_labels" and info.value.unknown == ["/x/9", "/x/8"]
+    for bad in ("-0.1", "1.5", "NaN", "[0.1]"):
+        with pytest.raises(InputError):
+            parse_thresholds(bad, INDEX, defaults)
+
+
+def test_verdicts() -> None:
+    noisy = np.array([1.0, 0.7, 0.0, 0.0], np.float32)
+    cleaned = np.array([0.9, 0.2, 0.8, 0.1], np.float32)
+    result = verdicts(CLASSES, noisy, cleaned, np.full(4, 0.5, np.float32))
+    assert [(v.id, v.verdict) for v in result.labels] == [
+        ("/x/0", "kept"), ("/x/2", "added"), ("/x/1", "removed")
+    ]  # fmt: skip
+    assert result.cleaned_labels == ["/x/0", "/x/2"]
+    assert result.labels[2].noisy == 0.7  # the request's value, not its float32 neighbour
+
+
+def test_offline_path_matches_the_http_endpoint(server: Server, bundle_dir: Path, images) -> None:
+    """The CLI/worker call clean_images with OnnxModel.run; /clean calls it with the batcher."""
+    bundle = load_bundle(bundle_dir)
+    labels = ['["/fm/bag"]', '[{"label": "/fm/coat", "confidence": 0.3}]']
+    offline = clean_images_sync(bundle, images[:2], labels, predict=OnnxModel(bundle).run)
+    with server.client() as c:
+        files = [("image", ("a", data)) for data in images[:2]]
+        online = c.post("/clean", files=files, data={"labels": labels}).json()["results"]
+    for mine, theirs in zip(offline, online, strict=True):
+        assert [v.id for v in mine.labels] == [v["id"] for v in theirs["labels"]]
+        assert [v.verdict for v in mine.labels] == [v["verdict"] for v in theirs["labels"]]
+        np.testing.assert_allclose(
+            [v.cleaned for v in mine.labels], [v["cleaned"] for v in theirs["labels"]], atol=2e-6
+        )
+
+
+class SlowModel:
+    """Stands in for OnnxModel.run: 20 ms per call, records batch sizes and its thread."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.threads: set[str] = set()
+
+    def run(self, images: np.ndarray, noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.sizes.append(len(images))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(0.02)
+        return images.reshape(len(images), -1)[:, :2] * 2, noisy + 1
+
+
+async def _run_batcher(model: SlowModel, n: int, *, max_batch: int, delay: float) -> list:
+    batcher = DynamicBatcher(model.run, max_batch_size=max_batch, max_queue_delay_s=delay)
+    batcher.start()
+
+    async def one(i: int):
+        async with batcher.expect(1) as predict:
+            await asyncio.sleep(0.001 * (i % 3))  # decoding takes a little while
+            x = np.full((1, 1, 1, 2), i, np.float32)
+            return await predict(x, np.full((1, 3), i, np.float32))
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await batcher.stop()
+
+
+def test_batcher_gathers_concurrent_callers_and_answers_each() -> None:
+    model = SlowModel()
+    results = asyncio.run(_run_batcher(model, 40, max_batch=16, delay=0.05))
+    for i, (scores, cleaned) in enumerate(results):
+        assert scores.tolist() == [[2 * i, 2 * i]] and cleaned.tolist() == [[i + 1] * 3]
+    assert sum(model.sizes) == 40 and max(model.sizes) <= 16 and len(model.sizes) <= 5
+    assert model.threads == {"inference_0"}  # one worker thread, never the event loop's
+
+
+def test_lone_request_does_not_wait_for_the_queue_delay() -> None:
+    model = SlowModel()
+    start = time.perf_counter()
+    asyncio.run(_run_batcher(model, 1, max_batch=16, delay=2.0))
+    assert time.perf_counter() - start < 1.0 and model.sizes == [1]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"api_keys": "short"}, "shorter than 16"), ({"max_pixels": 10**9}, "decompression"),
+     ({"max_body_bytes": 2 << 30}, "unsafe"), ({"allowed_formats": "PNG,EXE"}, "unknown image"),
+     ({"max_batch_size": 0}, "greater than or equal"), ({"device": "tpu"}, "auto"),
+     ({"max_images": 64, "max_queue_images": 10}, "at least max_images")],
+)  # fmt: skip
+def test_settings_refuse_unsafe_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**overrides)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELCLEAN_API_KEYS", "k" * 16 + ", " + "j" * 20)
+    monkeypatch.setenv("LABELCLEAN_ALLOWED_FORMATS", "png, jpeg")
+    monkeypatch.setenv("LABELCLEAN_MAX_QUEUE_DELAY_MS", "2.5")
+    s = Settings()
+    assert s.key_values == (b"k" * 16, b"j" * 20)
+    assert s.allowed_formats == ("PNG", "JPEG") and s.max_queue_delay_ms == 2.5
+    assert "k" * 16 not in repr(s)  # keys never show in logs
+    assert Settings(**{k.removeprefix("LABELCLEAN_").lower(): v for k, v in s.env().items()}) == s
+
+
+def test_serve_refuses_a_bad_bundle(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 1}))
+    out = subprocess.run([sys.executable, "-m", "labelclean.cli", "serve", "--model",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "model.onnx is missing" in out.stderr
