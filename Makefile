@@ -23,8 +23,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-run: $(STAMP)
-	$(BIN)/labelclean demo --data $(DEMO_DATA) --run $(DEMO_RUN)
+# `make run`: the service on the demo bundle, built first when missing (data, then training).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_BUNDLE := $(DEMO_RUN)/bundle
+
+$(DEMO_BUNDLE)/bundle.json: | $(STAMP)
+	test -f $(DEMO_DATA)/class-descriptions.csv || $(BIN)/labelclean demo-data --out $(DEMO_DATA)
+	$(BIN)/labelclean train --data $(DEMO_DATA) --out $(DEMO_RUN)
+
+run: $(STAMP) $(DEMO_BUNDLE)/bundle.json
+	@img=$$(ls $(DEMO_DATA)/images | head -n 1); url=http://$(HOST):$(PORT); \
+	echo; echo "Serving $(DEMO_BUNDLE) on $$url (Ctrl-C stops). In another shell:"; \
+	echo "  curl -s -F image=@$(DEMO_DATA)/images/$$img $$url/classify"; \
+	echo "  curl -s -F image=@$(DEMO_DATA)/images/$$img -F 'labels=[\"/lc/shirt\",\"/lc/tops\"]' $$url/clean"; \
+	echo "  curl -s $$url/model    # classes, thresholds, provider"; echo
+	$(BIN)/labelclean serve --model $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
 bench: $(STAMP)
 	$(BIN)/labelclean demo-data --out benchmarks/out/data

@@ -10,6 +10,7 @@ worker loads its own model and reports its own metrics).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import uvicorn
 
@@ -17,18 +18,23 @@ from ..settings import Settings
 from .app import create_app
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn settings the service runs with (the benchmark's bare endpoint uses them too)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 def run_server(settings: Settings) -> None:
     os.environ.update(settings.env())
-    common = dict(
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    options = uvicorn_options(settings)
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings), **options)
     else:
         uvicorn.run(
-            "labelclean.service.app:create_app", factory=True, workers=settings.workers, **common
+            "labelclean.service.app:create_app", factory=True, workers=settings.workers, **options
         )
