@@ -139,7 +139,7 @@ def raw_onnxruntime(bundle_dir: Path, payloads: list[bytes], batches: list[int])
         model.run(x, y)  # warm-up
         times = []
         budget = time.perf_counter() + 8
-        while len(times) < 5 or (time.perf_counter() < budget and len(times) < 200):
+        while len(times) < 3 or (time.perf_counter() < budget and len(times) < 200):
             t0 = time.perf_counter()
             model.run(x, y)
             times.append(time.perf_counter() - t0)
@@ -392,7 +392,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["resnet50", "demo"])
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--duration", type=float, default=10, help="seconds per level")
+    parser.add_argument(
+        "--duration", type=float, help="seconds per level (default 30 for resnet50, 10 for demo)"
+    )
     parser.add_argument("--demo-bundle", type=Path, default=ROOT / "demo" / "run" / "bundle")
     parser.add_argument("--max-batch-size", default="32")
     parser.add_argument("--max-queue-delay-ms", default="5")
@@ -407,9 +409,9 @@ def main() -> None:
         "settings": env,
     }
     if args.only in (None, "resnet50"):
-        results["resnet50"] = bench_resnet(levels, args.duration, env)
+        results["resnet50"] = bench_resnet(levels, args.duration or 30, env)
     if args.only in (None, "demo"):
-        results["demo"] = bench_demo(args.demo_bundle, levels, args.duration, env)
+        results["demo"] = bench_demo(args.demo_bundle, levels, args.duration or 10, env)
     results["verdicts"] = verdicts(results)
     print("\n".join(results["verdicts"]))
     (OUT / "serve" / "results.json").write_text(json.dumps(results, indent=2, default=str))
