@@ -89,6 +89,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default=d.finetune_lr,
         help=f"learning rate of later phases (default {d.finetune_lr})",
     )
+    g.add_argument(
+        "--cleaner-lr",
+        type=float,
+        default=d.cleaner_lr,
+        help=f"learning rate of the cleaner head (default {d.cleaner_lr})",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
     g.add_argument(
         "--device",

@@ -55,6 +55,7 @@ def _configs(args: argparse.Namespace, num_classes: int):
         batch_size=args.batch_size,
         lr=args.lr,
         finetune_lr=args.finetune_lr,
+        cleaner_lr=args.cleaner_lr,
         seed=args.seed,
         device=args.device,
     )

@@ -53,3 +53,9 @@ def test_cleaning_report_counts_removed_and_added_labels():
     assert report["removed_precision"] == pytest.approx(0.5)
     assert report["removed_recall"] == pytest.approx(1.0)
     assert report["added"] == 1 and report["added_precision"] == pytest.approx(1.0)
+    # label sets: noisy {00, 01, 10} has 2 of 3 true labels right; cleaned {00, 02} both right
+    assert report["precision_noisy"] == pytest.approx(2 / 3)
+    assert report["recall_noisy"] == pytest.approx(2 / 3)
+    assert report["precision_cleaned"] == pytest.approx(1.0)
+    assert report["recall_cleaned"] == pytest.approx(2 / 3)
+    assert report["f1_cleaned"] == pytest.approx(0.8)

@@ -104,10 +104,11 @@ def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> d
         }
     cleaner = {}
     for key in (
-        "ap_all_noisy",
-        "ap_all_cleaned",
-        "map_noisy",
-        "map_cleaned",
+        *(
+            f"{m}_{w}"
+            for m in ("ap_all", "map", "precision", "recall", "f1")
+            for w in ("noisy", "cleaned")
+        ),
         "removed_precision",
         "removed_recall",
         "added_precision",
@@ -143,9 +144,10 @@ def findings(modes: dict[str, Any], cleaner: dict[str, Any]) -> dict[str, bool]:
             out[f"{mode} beats noisy on AP_all"] = mean(mode, "AP_all") > mean("noisy", "AP_all")
         if mode in cleaner:
             c = cleaner[mode]
-            out[f"{mode}: cleaned labels beat machine labels (AP_all on test)"] = (
-                c["ap_all_cleaned"]["mean"] > c["ap_all_noisy"]["mean"]
-            )
+            for metric, what in (("ap_all", "AP_all"), ("f1", "F1 of the label sets")):
+                out[f"{mode}: cleaned labels beat machine labels ({what}, test)"] = (
+                    c[f"{metric}_cleaned"]["mean"] > c[f"{metric}_noisy"]["mean"]
+                )
     return out
 
 
@@ -186,11 +188,14 @@ def render_markdown(
         lines += [
             f"Cleaned labels of the test images ({mode} cleaner) against human labels:",
             "",
-            "| labels | AP_all | MAP |",
-            "|---|---|---|",
-            f"| machine (noisy) y | {c['ap_all_noisy']['mean']:.2f} "
-            f"| {c['map_noisy']['mean']:.2f} |",
-            f"| cleaned c | {c['ap_all_cleaned']['mean']:.2f} | {c['map_cleaned']['mean']:.2f} |",
+            "| labels | AP_all | MAP | precision | recall | F1 |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {title} | {c[f'ap_all_{w}']['mean']:.2f} | {c[f'map_{w}']['mean']:.2f} "
+                f"| {c[f'precision_{w}']['mean']:.3f} | {c[f'recall_{w}']['mean']:.3f} "
+                f"| {c[f'f1_{w}']['mean']:.3f} |"
+                for title, w in (("machine (noisy) y", "noisy"), ("cleaned c", "cleaned"))
+            ),
             "",
             f"Removed labels: precision {c['removed_precision']['mean']:.3f}, recall "
             f"{c['removed_recall']['mean']:.3f}. Added labels: precision "

@@ -38,6 +38,7 @@ class TrainConfig:
     batch_size: int = 64  # images per step, T and V together
     lr: float = 2e-3  # first phase (AdamW, cosine decay)
     finetune_lr: float = 5e-4  # every later phase
+    cleaner_lr: float = 5e-3  # the cleaner g (a new head: it learns faster than the network)
     weight_decay: float = 1e-4
     clean_weight: float = 0.1  # weight of L_clean
     classify_weight: float = 1.0  # weight of L_classify
@@ -143,9 +144,17 @@ class Stepper:
         return loss + cfg.classify_weight * classify / n
 
 
-def make_optimizer(net: LabelCleaningNet, phase: Phase, lr: float, weight_decay: float):
-    params = net.cleaner.parameters() if phase == "cleaner" else net.parameters()
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def make_optimizer(net: LabelCleaningNet, phase: Phase, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; the cleaner, a new head next to a trained network, learns at cleaner_lr."""
+    cleaner = {"params": list(net.cleaner.parameters()), "lr": cfg.cleaner_lr}
+    if phase == "cleaner":
+        groups = [cleaner]
+    else:
+        lr = cfg.lr if phase == "noisy" else cfg.finetune_lr
+        ids = {id(p) for p in cleaner["params"]}
+        rest = {"params": [p for p in net.parameters() if id(p) not in ids], "lr": lr}
+        groups = [rest, cleaner] if phase == "joint" else [rest]
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
 def run_phase(
@@ -165,13 +174,10 @@ def run_phase(
     """Train ``epochs`` passes of one phase; returns its images/s and last loss."""
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + phase_index)
     stepper = Stepper(net, data, cfg, phase, device, generator)
-    lr = cfg.lr if phase == "noisy" else cfg.finetune_lr
-    optimizer = make_optimizer(net, phase, lr, cfg.weight_decay)
+    optimizer = make_optimizer(net, phase, cfg)
     total = max(1, stepper.steps * epochs)
     scheduler = (
-        torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=0.1 if phase == "noisy" else 0.0
-        )
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
         if phase == "noisy"
         else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     )

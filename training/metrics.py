@@ -63,8 +63,9 @@ def cleaning_report(
 ) -> dict[str, float]:
     """How much better cleaned labels c are than noisy labels y, against human labels.
 
-    AP and MAP of c versus y used as scores; precision and recall of the labels the cleaner
-    removes (a noisy positive whose cleaned score falls below its class threshold) and adds.
+    AP and MAP of c versus y used as scores; precision, recall and F1 of the label sets
+    (y > 0 versus c >= threshold); precision and recall of the labels the cleaner removes (a
+    noisy positive whose cleaned score falls below its class threshold) and adds.
     """
     t = np.asarray(thresholds, dtype=np.float32)
     had, has = (noisy > 0) & known, (cleaned >= t) & known
@@ -74,7 +75,14 @@ def cleaning_report(
     def ratio(a: np.ndarray, b: np.ndarray) -> float:
         return float(a.sum() / b.sum()) if b.sum() else float("nan")
 
+    truth = known & (labels >= 0.5)
+    sets = {}
+    for name, chosen in (("noisy", had), ("cleaned", has)):
+        precision, recall = ratio(chosen & truth, chosen), ratio(chosen & truth, truth)
+        sets[f"precision_{name}"], sets[f"recall_{name}"] = precision, recall
+        sets[f"f1_{name}"] = 2 * precision * recall / (precision + recall or float("nan"))
     return {
+        **sets,
         "ap_all_noisy": ap_all(noisy, labels, known),
         "ap_all_cleaned": ap_all(cleaned, labels, known),
         "map_noisy": mean_ap(noisy, labels, known),
