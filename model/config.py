@@ -41,7 +41,7 @@ class ModelConfig:
     backbone: str = "small_cnn"  # a name from model.backbones.BACKBONES
     feature_dim: int = 128  # size of f(I) for small_cnn; torchvision backbones fix their own
     cleaner_embed_dim: int = 16  # size of each of the cleaner's two projections
-    width: int = 32  # small_cnn: channels of the first conv block (doubled per block)
+    width: int = 16  # small_cnn: channels of the first conv block (doubled per block)
     dropout: float = 0.0  # before the classifier
     # How noisy labels y are encoded: "confidence" (the machine's score, 1.0 when none is given)
     # or "binary" (1 for every listed label). Serving encodes requests the same way.
