@@ -116,7 +116,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--feature-dim", type=int, default=128, help="small_cnn feature size f(I)")
     m.add_argument("--cleaner-dim", type=int, default=16, help="cleaner embedding size")
-    m.add_argument("--width", type=int, default=16, help="small_cnn channels of the first block (default 16)")
+    m.add_argument(
+        "--width", type=int, default=16, help="small_cnn channels of the first block (default 16)"
+    )
     m.add_argument(
         "--noisy-labels",
         choices=["confidence", "binary"],
