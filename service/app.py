@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,  # operationId = function name
     )
     app.state.metrics = metrics
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # not a dependency override: FastAPI re-inspects those per call
     install_error_handlers(app)
     for module in (health, model_info, inference, metrics_route):
         app.include_router(module.router)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..settings import Settings, get_settings
 from .errors import Unauthorized
 
 bearer = HTTPBearer(
@@ -28,11 +27,13 @@ def key_matches(given: bytes, keys: tuple[bytes, ...]) -> bool:
 
 
 async def require_api_key(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    settings: Annotated[Settings, Depends(get_settings)],
 ) -> None:
-    """FastAPI dependency: 401 unless the keys are off or a valid Bearer key is given."""
-    keys = settings.key_values
+    """FastAPI dependency: 401 unless the keys are off or a valid Bearer key is given.
+
+    The keys are those of the app's settings (``create_app(settings)``)."""
+    keys = request.app.state.settings.key_values
     if not keys:
         return
     if credentials is None:

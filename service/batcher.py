@@ -18,13 +18,13 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ModelNotReady, Overloaded
+from .threads import ThreadPool
 
 Arrays = tuple[np.ndarray, np.ndarray]
 RunFn = Callable[[np.ndarray, np.ndarray], Arrays]
@@ -63,7 +63,7 @@ class DynamicBatcher:
         self._queue: deque[_Item] = deque()
         self._expected = 0  # images admitted by expect() and not yet queued
         self._wake = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._pool = ThreadPool(1, "inference")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -79,7 +79,7 @@ class DynamicBatcher:
             item = self._queue.popleft()
             if not item.future.done():
                 item.future.set_exception(ModelNotReady("the server is shutting down"))
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
     @property
     def pending(self) -> int:
@@ -152,9 +152,7 @@ class DynamicBatcher:
                 continue
             started = loop.time()
             try:
-                (scores, cleaned), inference_s = await loop.run_in_executor(
-                    self._pool, self._infer, batch
-                )
+                (scores, cleaned), inference_s = await self._pool.run(self._infer, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error
                 for item in batch:
                     if not item.future.done():

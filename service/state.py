@@ -11,10 +11,8 @@ not-ready when CUDA was demanded but onnxruntime fell back to CPU.
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import numpy as np
@@ -29,6 +27,7 @@ from ..settings import Settings
 from .batcher import DynamicBatcher
 from .errors import ModelNotReady
 from .metrics import Metrics
+from .threads import ThreadPool
 
 log = logging.getLogger("labelclean.service")
 WARMUP_BATCH = 2
@@ -44,10 +43,8 @@ class ServiceState:
         self.ready = False
         self.reason = "the model is loading"
         self.limits = ImageLimits(settings.max_pixels, settings.allowed_formats)
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self.offload: Offload = functools.partial(
-            asyncio.get_running_loop().run_in_executor, self._decode_pool
-        )
+        self._decode_pool = ThreadPool(settings.decode_threads, "decode")
+        self.offload: Offload = self._decode_pool.run
         self._loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -111,7 +108,7 @@ class ServiceState:
         self.ready = False
         if self.batcher is not None:
             await self.batcher.stop()
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._decode_pool.shutdown()
 
     def require_ready(self) -> tuple[Bundle, DynamicBatcher]:
         """The bundle and batcher, or ModelNotReady (503) saying why not."""
@@ -120,8 +117,8 @@ class ServiceState:
         return self.bundle, self.batcher
 
 
-def get_state(request: Request) -> ServiceState:
-    """FastAPI dependency: the app's ServiceState."""
+async def get_state(request: Request) -> ServiceState:
+    """FastAPI dependency: the app's ServiceState (async: a sync one would cost a thread hop)."""
     return request.app.state.service
 
 
