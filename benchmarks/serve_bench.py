@@ -113,7 +113,7 @@ def photos() -> list[bytes]:
 
 
 def demo_images(bundle: Path, n: int = 64) -> list[bytes]:
-    data = bundle.parent.parent.parent / "data" / "images"  # demo/run/bundle -> demo/data
+    data = bundle.parent.parent / "data" / "images"  # demo/run/bundle -> demo/data/images
     files = sorted(data.glob("*.png"))[:n] if data.is_dir() else []
     if not files:
         raise SystemExit(f"no demo images under {data}")
