@@ -20,6 +20,8 @@ from .batches import TrainingData
 from .loop import MODES, TrainConfig
 from .run import train
 
+# Label sets compared in the cleaner report.
+SETS = ("noisy", "noisy_thresholded", "cleaned")
 PAPER = {  # Open Images, Veit et al. 2017, Table 2 (AP_all / MAP)
     "noisy": (83.82, 61.82),
     "finetune-clean": (85.88, 61.53),
@@ -104,11 +106,8 @@ def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> d
         }
     cleaner = {}
     for key in (
-        *(
-            f"{m}_{w}"
-            for m in ("ap_all", "map", "precision", "recall", "f1")
-            for w in ("noisy", "cleaned")
-        ),
+        *(f"{m}_{w}" for m in ("ap_all", "map") for w in ("noisy", "cleaned")),
+        *(f"{m}_{w}" for m in ("precision", "recall", "f1") for w in SETS),
         "removed_precision",
         "removed_recall",
         "added_precision",
@@ -144,10 +143,12 @@ def findings(modes: dict[str, Any], cleaner: dict[str, Any]) -> dict[str, bool]:
             out[f"{mode} beats noisy on AP_all"] = mean(mode, "AP_all") > mean("noisy", "AP_all")
         if mode in cleaner:
             c = cleaner[mode]
-            for metric, what in (("ap_all", "AP_all"), ("f1", "F1 of the label sets")):
-                out[f"{mode}: cleaned labels beat machine labels ({what}, test)"] = (
-                    c[f"{metric}_cleaned"]["mean"] > c[f"{metric}_noisy"]["mean"]
-                )
+            out[f"{mode}: cleaned labels beat machine labels (AP_all, test)"] = (
+                c["ap_all_cleaned"]["mean"] > c["ap_all_noisy"]["mean"]
+            )
+            out[f"{mode}: cleaned labels beat machine labels (F1 of the label sets, test)"] = c[
+                "f1_cleaned"
+            ]["mean"] > max(c["f1_noisy"]["mean"], c["f1_noisy_thresholded"]["mean"])
     return out
 
 
@@ -191,10 +192,14 @@ def render_markdown(
             "| labels | AP_all | MAP | precision | recall | F1 |",
             "|---|---|---|---|---|---|",
             *(
-                f"| {title} | {c[f'ap_all_{w}']['mean']:.2f} | {c[f'map_{w}']['mean']:.2f} "
+                f"| {title} | {ap} "
                 f"| {c[f'precision_{w}']['mean']:.3f} | {c[f'recall_{w}']['mean']:.3f} "
                 f"| {c[f'f1_{w}']['mean']:.3f} |"
-                for title, w in (("machine (noisy) y", "noisy"), ("cleaned c", "cleaned"))
+                for title, w, ap in (
+                    ("machine labels y (all listed)", "noisy", _ap(c, "noisy")),
+                    ("machine labels y >= calibrated threshold", "noisy_thresholded", "| "),
+                    ("cleaned labels c >= threshold", "cleaned", _ap(c, "cleaned")),
+                )
             ),
             "",
             f"Removed labels: precision {c['removed_precision']['mean']:.3f}, recall "
@@ -208,6 +213,10 @@ def render_markdown(
         for claim, ok in results["findings"].items()
     ]
     return "\n".join(lines) + "\n"
+
+
+def _ap(c: dict[str, Any], which: str) -> str:
+    return f"{c[f'ap_all_{which}']['mean']:.2f} | {c[f'map_{which}']['mean']:.2f}"
 
 
 def plot_pr(predictions: Path, out: Path) -> None:

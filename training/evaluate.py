@@ -38,10 +38,11 @@ def score(
     human: np.ndarray,
     known: np.ndarray,
     thresholds_cleaned: list[float],
+    thresholds_noisy: list[float] | None = None,
 ) -> dict[str, float]:
     """The paper's metrics in percent: classifier AP_all and MAP, and the cleaner's report."""
     known = known.astype(bool)
-    report = cleaning_report(noisy, cleaned, human, known, thresholds_cleaned)
+    report = cleaning_report(noisy, cleaned, human, known, thresholds_cleaned, thresholds_noisy)
     pct = {k: 100 * v for k, v in report.items() if k.startswith(("ap_", "map_"))}
     rest = {k: v for k, v in report.items() if not k.startswith(("ap_", "map_"))}
     return {

@@ -60,12 +60,15 @@ def cleaning_report(
     labels: np.ndarray,
     known: np.ndarray,
     thresholds: list[float] | np.ndarray,
+    noisy_thresholds: list[float] | np.ndarray | None = None,
 ) -> dict[str, float]:
     """How much better cleaned labels c are than noisy labels y, against human labels.
 
     AP and MAP of c versus y used as scores; precision, recall and F1 of the label sets
-    (y > 0 versus c >= threshold); precision and recall of the labels the cleaner removes (a
-    noisy positive whose cleaned score falls below its class threshold) and adds.
+    (y > 0 versus c >= threshold, and y >= its own calibrated threshold when
+    ``noisy_thresholds`` is given, a fairer baseline for confidence-valued y); precision and
+    recall of the labels the cleaner removes (a noisy positive whose cleaned score falls below
+    its class threshold) and adds.
     """
     t = np.asarray(thresholds, dtype=np.float32)
     had, has = (noisy > 0) & known, (cleaned >= t) & known
@@ -77,7 +80,11 @@ def cleaning_report(
 
     truth = known & (labels >= 0.5)
     sets = {}
-    for name, chosen in (("noisy", had), ("cleaned", has)):
+    chosen_sets = [("noisy", had), ("cleaned", has)]
+    if noisy_thresholds is not None:
+        tn = np.asarray(noisy_thresholds, dtype=np.float32)
+        chosen_sets.append(("noisy_thresholded", (noisy > 0) & (noisy >= tn) & known))
+    for name, chosen in chosen_sets:
         precision, recall = ratio(chosen & truth, chosen), ratio(chosen & truth, truth)
         sets[f"precision_{name}"], sets[f"recall_{name}"] = precision, recall
         sets[f"f1_{name}"] = 2 * precision * recall / (precision + recall or float("nan"))

@@ -173,6 +173,7 @@ def finish(
     thresholds = {
         "cleaned": calibrate_thresholds(cal_c, cal_human, cal_known),
         "scores": calibrate_thresholds(cal_s, cal_human, cal_known),
+        "noisy": calibrate_thresholds(data.calibration.noisy.cpu().numpy(), cal_human, cal_known),
     }
     test_s, test_c = predict_part(net, data.test, device)
     test = data.test
@@ -185,7 +186,13 @@ def finish(
     }
     np.savez_compressed(out / "test_predictions.npz", **arrays)
     metrics = score(
-        test_s, test_c, arrays["noisy"], arrays["human"], arrays["known"], thresholds["cleaned"]
+        test_s,
+        test_c,
+        arrays["noisy"],
+        arrays["human"],
+        arrays["known"],
+        thresholds["cleaned"],
+        thresholds["noisy"],
     )
     net.cpu()
     save_checkpoint(
