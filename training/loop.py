@@ -38,7 +38,7 @@ class TrainConfig:
     batch_size: int = 64  # images per step, T and V together
     lr: float = 2e-3  # first phase (AdamW, cosine decay)
     finetune_lr: float = 5e-4  # every later phase
-    cleaner_lr: float = 5e-3  # the cleaner g (a new head: it learns faster than the network)
+    cleaner_lr: float = 1e-3  # the cleaner g (a new head: it learns faster than the network)
     weight_decay: float = 1e-4
     clean_weight: float = 0.1  # weight of L_clean
     classify_weight: float = 1.0  # weight of L_classify
