@@ -179,3 +179,30 @@ def test_classes_written_to_bundle_match_data(bench: Path, tiny_data: Path):
         rows = [r for r in csv.reader(fh)][1:]
     bundle = load_bundle(bench / "seed-0" / "joint" / "bundle")
     assert [(c.id, c.name) for c in bundle.classes] == [tuple(r) for r in rows]
+
+
+def test_export_command_rebuilds_the_bundle_from_a_checkpoint(bench: Path, tiny_data, tmp_path):
+    run = bench / "seed-0" / "joint"
+    out = tmp_path / "exported"
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(run / "checkpoint.pt"),
+                "--out",
+                str(out),
+                "--data",
+                str(tiny_data),
+            ]
+        )
+        == 0
+    )
+    exported, trained = load_bundle(out), load_bundle(run / "bundle")
+    assert exported.thresholds_cleaned == trained.thresholds_cleaned
+    assert exported.classes == trained.classes and exported.mode == "joint"
+
+
+def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    code = main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
+    assert code == 2 and "checkpoint not found" in capsys.readouterr().err
