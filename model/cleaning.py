@@ -99,9 +99,14 @@ async def prepare_images(
     An ImageError names the first bad image: its ``index`` attribute and message say which.
     """
     run = offload or _inline
-    outcomes = await asyncio.gather(
-        *(run(prepare_image, data, spec, limits) for data in images), return_exceptions=True
-    )
+    jobs = [run(prepare_image, data, spec, limits) for data in images]
+    if len(jobs) == 1:  # the common case, without gather's task per image
+        try:
+            outcomes = [await jobs[0]]
+        except ImageError as exc:
+            outcomes = [exc]
+    else:
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, ImageError):
             error = type(outcome)(f"image {i}: {outcome}")

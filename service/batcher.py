@@ -121,6 +121,9 @@ class DynamicBatcher:
             self._queue.append(_Item(image, labels, future, now))
             futures.append(future)
         self._wake.set()
+        if len(futures) == 1:
+            scores, cleaned = await futures[0]
+            return scores[None], cleaned[None]
         results = await asyncio.gather(*futures)
         return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
 

@@ -59,7 +59,7 @@ class ServiceState:
         s = self.settings
         try:
             self.model = await asyncio.to_thread(
-                OnnxModel, self.bundle, device=s.device, threads=s.inference_threads
+                OnnxModel, self.bundle, device=s.device, threads=s.inference_threads, spin=False
             )
             if not self.model.ready:
                 self.reason = (
