@@ -388,6 +388,38 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def markdown(results: dict) -> str:
+    """The figures as the tables of benchmarks/RESULTS.md."""
+    out = [f"Machine: {results['machine']}; load average before the run: "
+           f"{results['load_before']:.2f}; settings {results['settings']}.", ""]  # fmt: skip
+
+    def rows(title: str, runs: list[dict]) -> None:
+        out.append(f"| {title} | requests/s | p50 ms | p99 ms | mean batch |")
+        out.append("|---|---|---|---|---|")
+        for r in runs:
+            batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else ""
+            out.append(f"| concurrency {r['concurrency']} | {r['requests_per_s']:.1f} | "
+                       f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {batch} |")  # fmt: skip
+        out.append("")
+
+    if "resnet50" in results:
+        raw = results["resnet50"]["raw"]
+        out += ["| resnet50, raw ONNX Runtime | images/s | ms per run |", "|---|---|---|"]
+        out += [f"| batch {n} | {raw[n]['images_per_s']:.1f} | {raw[n]['batch_ms_p50']:.1f} |"
+                for n in (1, 8, 32)]  # fmt: skip
+        out.append("")
+        rows("resnet50 service", results["resnet50"]["service"])
+    if "demo" in results:
+        raw = results["demo"]["raw"]
+        out.append(f"Demo bundle, raw ONNX Runtime: batch 1 {raw[1]['batch_ms_p50']:.2f} ms per "
+                   f"run; batch 32 {raw[32]['images_per_s']:.0f} images/s.")  # fmt: skip
+        out.append("")
+        rows("bare FastAPI endpoint", results["demo"]["bare"])
+        rows("demo service", results["demo"]["service"])
+    out += [f"- {v}" for v in results["verdicts"]]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["resnet50", "demo"])
@@ -415,6 +447,8 @@ def main() -> None:
     results["verdicts"] = verdicts(results)
     print("\n".join(results["verdicts"]))
     (OUT / "serve" / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (OUT / "serve" / "results.md").write_text(markdown(results))
+    print(f"written: {OUT / 'serve' / 'results.json'} and results.md")
 
 
 if __name__ == "__main__":
