@@ -162,3 +162,24 @@ def test_serve_refuses_a_bad_bundle(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "labelclean.cli", "serve", "--model",
                           str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "model.onnx is missing" in out.stderr
+
+
+def test_batcher_refuses_past_its_queue_limit() -> None:
+    from labelclean.service.errors import Overloaded
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(SlowModel().run, max_batch_size=4, max_queue_delay_s=0.01,
+                                 max_queue_images=3)  # fmt: skip
+        batcher.start()
+        try:
+            async with batcher.expect(2):
+                with pytest.raises(Overloaded, match="already waiting"):
+                    async with batcher.expect(2):
+                        pass
+                async with batcher.expect(1):  # 2 + 1 fits
+                    pass
+            assert batcher.pending == 0
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
