@@ -95,8 +95,15 @@ class Stepper:
         )
         self.t_per_batch = cfg.batch_size - self.v_per_batch if self.uses_t else 0
         self.steps = (n_t // self.t_per_batch) if self.uses_t else -(-n_v // self.v_per_batch)
-        self.t_rows = Cycler(n_t, generator) if self.uses_t else None
-        self.v_rows = Cycler(n_v, generator) if self.uses_v else None
+        self.generator = generator
+        self.start_epoch(generator.initial_seed())
+
+    def start_epoch(self, seed: int) -> None:
+        """Reshuffle from ``seed``: an epoch's batches depend on nothing else (resume-safe)."""
+        self.generator.manual_seed(seed)
+        n_t, n_v = len(self.data.noisy_train), len(self.data.verified)
+        self.t_rows = Cycler(n_t, self.generator) if self.uses_t else None
+        self.v_rows = Cycler(n_v, self.generator) if self.uses_v else None
 
     def batch(self) -> tuple[Batch | None, Batch | None]:
         t = (
@@ -186,8 +193,7 @@ def run_phase(
         scheduler.load_state_dict(optimizer_state["scheduler"])
     images, seconds, last = 0, 0.0, float("nan")
     for epoch in range(start_epoch, epochs):
-        generator.manual_seed(cfg.seed * 1009 + phase_index * 101 + epoch)
-        stepper = Stepper(net, data, cfg, phase, device, generator)
+        stepper.start_epoch(cfg.seed * 1009 + phase_index * 101 + epoch)
         net.train()
         if phase == "cleaner":
             net.backbone.eval()
