@@ -59,3 +59,11 @@ def test_cleaning_report_counts_removed_and_added_labels():
     assert report["precision_cleaned"] == pytest.approx(1.0)
     assert report["recall_cleaned"] == pytest.approx(2 / 3)
     assert report["f1_cleaned"] == pytest.approx(0.8)
+
+
+def test_threshold_is_never_zero():
+    # scores collapsed to 0 for most images: the best-F1 cut would be 0 (every image positive)
+    scores = np.array([[0.0], [0.0], [0.0], [0.9]])
+    labels = np.array([[1], [1], [1], [0]])
+    (t,) = calibrate_thresholds(scores, labels, np.ones_like(labels, bool))
+    assert t > 0

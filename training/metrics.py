@@ -39,7 +39,7 @@ def calibrate_thresholds(
 ) -> list[float]:
     """Per class, the score threshold with the best F1 on these (held-out) images.
 
-    A class with no known positive keeps ``default``.
+    A class with no known positive, or whose only usable cut is 0, keeps ``default``.
     """
     thresholds = []
     for k in range(scores.shape[1]):
@@ -48,9 +48,10 @@ def calibrate_thresholds(
             thresholds.append(default)
             continue
         precision, recall, cuts = precision_recall_curve(y, s)
-        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        best = int(np.argmax(f1[:-1])) if len(cuts) else 0
-        thresholds.append(float(cuts[best]) if len(cuts) else default)
+        f1 = (2 * precision * recall / np.maximum(precision + recall, 1e-12))[:-1]
+        f1[cuts <= 0] = -1.0  # a threshold of 0 would put the class on every image
+        best = int(np.argmax(f1)) if len(cuts) else 0
+        thresholds.append(float(cuts[best]) if len(cuts) and f1[best] >= 0 else default)
     return thresholds
 
 
