@@ -45,56 +45,32 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+# TrainConfig fields set by a flag of the same name, with the flag's help.
+SCHEDULE_FLAGS = {
+    "epochs": "passes over T with noisy labels, the first phase",
+    "finetune_epochs": "passes over T in the joint / mixed phase",
+    "clean_epochs": "finetune-clean: passes over V",
+    "cleaner_epochs": "pretrain: passes over V training the cleaner alone",
+    "batch_size": "images per step, T and V together",
+    "lr": "learning rate of the first phase",
+    "finetune_lr": "learning rate of later phases",
+    "cleaner_lr": "learning rate of the cleaner head",
+}
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     from labelclean.training.loop import TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("schedule")
-    g.add_argument(
-        "--epochs",
-        type=int,
-        default=d.epochs,
-        help=f"passes over T with noisy labels, the first phase (default {d.epochs})",
-    )
-    g.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=d.finetune_epochs,
-        help=f"passes over T in the joint / mixed phase (default {d.finetune_epochs})",
-    )
-    g.add_argument(
-        "--clean-epochs",
-        type=int,
-        default=d.clean_epochs,
-        help=f"finetune-clean: passes over V (default {d.clean_epochs})",
-    )
-    g.add_argument(
-        "--cleaner-epochs",
-        type=int,
-        default=d.cleaner_epochs,
-        help=f"pretrain: passes over V training the cleaner alone (default {d.cleaner_epochs})",
-    )
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"images per step, T and V together (default {d.batch_size})",
-    )
-    g.add_argument(
-        "--lr", type=float, default=d.lr, help=f"learning rate of the first phase (default {d.lr})"
-    )
-    g.add_argument(
-        "--finetune-lr",
-        type=float,
-        default=d.finetune_lr,
-        help=f"learning rate of later phases (default {d.finetune_lr})",
-    )
-    g.add_argument(
-        "--cleaner-lr",
-        type=float,
-        default=d.cleaner_lr,
-        help=f"learning rate of the cleaner head (default {d.cleaner_lr})",
-    )
+    for field, what in SCHEDULE_FLAGS.items():
+        default = getattr(d, field)
+        g.add_argument(
+            "--" + field.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{what} (default {default})",
+        )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
     g.add_argument(
         "--device",

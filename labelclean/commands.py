@@ -46,18 +46,13 @@ def _configs(args: argparse.Namespace, num_classes: int):
         noisy_labels=args.noisy_labels,
         input=spec,
     )
+    from labelclean.cli import SCHEDULE_FLAGS
+
     train_cfg = TrainConfig(
         mode=getattr(args, "mode", "joint"),
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
-        clean_epochs=args.clean_epochs,
-        cleaner_epochs=args.cleaner_epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        finetune_lr=args.finetune_lr,
-        cleaner_lr=args.cleaner_lr,
         seed=args.seed,
         device=args.device,
+        **{field: getattr(args, field) for field in SCHEDULE_FLAGS},
     )
     return model_cfg, train_cfg
 
@@ -166,11 +161,12 @@ def export(args: argparse.Namespace) -> int:
         "cleaned": [0.5] * len(classes),
         "scores": [0.5] * len(classes),
     }
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((8, spec.channels, spec.height, spec.width), np.float32)
-    noisy = (rng.random((8, len(classes))) > 0.7).astype(np.float32)
     if args.data is not None:
         images, noisy = _parity_batch(args, spec, len(classes))
+    else:
+        rng = np.random.default_rng(0)
+        images = rng.standard_normal((8, spec.channels, spec.height, spec.width), np.float32)
+        noisy = (rng.random((8, len(classes))) > 0.7).astype(np.float32)
     bundle = export_bundle(
         net,
         args.out,
