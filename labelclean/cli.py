@@ -49,7 +49,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 SCHEDULE_FLAGS = {
     "epochs": "passes over T with noisy labels, the first phase",
     "finetune_epochs": "passes over T in the joint / mixed phase",
-    "clean_epochs": "finetune-clean: passes over V",
+    "clean_epochs": "finetune-clean: passes over V; by default as many steps as the joint phase "
+    "takes, so every fine-tuning mode gets the same step budget",
     "cleaner_epochs": "pretrain: passes over V training the cleaner alone",
     "batch_size": "images per step, T and V together",
     "lr": "learning rate of the first phase",
@@ -67,9 +68,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default = getattr(d, field)
         g.add_argument(
             "--" + field.replace("_", "-"),
-            type=type(default),
+            type=int if default is None else type(default),
             default=default,
-            help=f"{what} (default {default})",
+            help=what if default is None else f"{what} (default {default})",
         )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
     g.add_argument(

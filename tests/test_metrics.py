@@ -2,7 +2,13 @@
 
 import numpy as np
 import pytest
-from labelclean.training.metrics import ap_all, calibrate_thresholds, cleaning_report, mean_ap
+from labelclean.training.metrics import (
+    ap_all,
+    break_ties,
+    calibrate_thresholds,
+    cleaning_report,
+    mean_ap,
+)
 
 
 def test_ap_all_pools_every_pair():
@@ -59,6 +65,19 @@ def test_cleaning_report_counts_removed_and_added_labels():
     assert report["precision_cleaned"] == pytest.approx(1.0)
     assert report["recall_cleaned"] == pytest.approx(2 / 3)
     assert report["f1_cleaned"] == pytest.approx(0.8)
+
+
+def test_tied_cleaned_labels_are_ordered_by_the_noisy_confidence():
+    # c ties at 1 for a wrong and a right label; y (the machine confidence) tells them apart
+    noisy = np.array([[0.6], [0.9], [0.3]])
+    cleaned = np.array([[1.0], [1.0], [0.2]])
+    human = np.array([[0], [1], [0]])
+    report = cleaning_report(noisy, cleaned, human, np.ones((3, 1), bool), [0.5])
+    assert report["ap_all_cleaned"] == pytest.approx(0.5)  # the tie ranks both at once
+    assert report["ap_all_cleaned_tiebreak"] == pytest.approx(1.0)
+    assert report["ap_all_listed"] == pytest.approx(1 / 3)  # every pair listed: one in three right
+    # a tie-break never reorders distinct cleaned values
+    assert np.argsort(break_ties(np.array([0.5, 0.5000001]), np.array([1.0, 0.0])))[1] == 1
 
 
 def test_threshold_is_never_zero():

@@ -39,6 +39,12 @@ def test_benchmark_runs_every_mode_and_writes_the_table(bench: Path):
     table = (bench / "results.md").read_text()
     assert all(f"| {mode} |" in table for mode in MODES)
     assert (bench / "cleaned_vs_noisy_pr.png").read_bytes()[:4] == b"\x89PNG"
+    # the short fine-tune on V is reported next to the table, not as one of its modes
+    (reference,) = results["reference"]
+    assert reference.startswith("finetune-clean") and "Reference, outside" in table
+    assert (bench / "seed-0" / "finetune-clean-short" / "report.json").exists()
+    for claim, holds in results["findings"].items():
+        assert isinstance(holds, bool) and f"{claim}" in table
     for mode in MODES:  # every mode exported a loadable bundle
         assert load_bundle(bench / "seed-0" / mode / "bundle").mode == mode
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -33,7 +33,7 @@ class TrainConfig:
     mode: Mode = "joint"
     epochs: int = 6  # first phase: passes over T with its noisy labels
     finetune_epochs: int = 3  # mixed / joint phases: passes over T
-    clean_epochs: int = 20  # finetune-clean: passes over V
+    clean_epochs: int | None = None  # finetune-clean: passes over V; None = the joint step count
     cleaner_epochs: int = 20  # pretrain: passes over V training the cleaner alone
     batch_size: int = 64  # images per step, T and V together
     lr: float = 2e-3  # first phase (AdamW, cosine decay)
@@ -63,6 +63,33 @@ def phases_for(cfg: TrainConfig, *, from_noisy: bool = False) -> list[tuple[Phas
     return [p for p in first + later[cfg.mode] if p[1] > 0]
 
 
+def batch_split(cfg: TrainConfig, phase: Phase) -> tuple[int, int]:
+    """(T images, V images) in one batch of ``phase``."""
+    uses_t, uses_v = phase in ("noisy", "mixed", "joint"), phase in NEEDS_VERIFIED
+    if not uses_t:
+        return 0, cfg.batch_size
+    v = max(1, round(cfg.batch_size * cfg.verified_share)) if uses_v else 0
+    return cfg.batch_size - v, v
+
+
+def steps_per_epoch(cfg: TrainConfig, phase: Phase, n_t: int, n_v: int) -> int:
+    """Optimizer steps in one epoch: a pass over T when the phase uses T, else over V."""
+    t, v = batch_split(cfg, phase)
+    return n_t // t if t else -(-n_v // v)
+
+
+def resolve_schedule(cfg: TrainConfig, n_t: int, n_v: int) -> TrainConfig:
+    """Fill in ``clean_epochs`` when it is None: finetune-clean then takes as many optimizer
+    steps as the joint / mixed phase, so every fine-tuning baseline gets the same step budget
+    (all of it on V, where the joint model spends a tenth of each batch on V)."""
+    if cfg.clean_epochs is not None:
+        return cfg
+    budget = cfg.finetune_epochs * steps_per_epoch(cfg, "joint", n_t, n_v)
+    per_epoch = steps_per_epoch(cfg, "clean", n_t, n_v)
+    epochs = max(1, round(budget / per_epoch)) if budget and per_epoch else 20
+    return replace(cfg, clean_epochs=epochs)
+
+
 def _bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
     loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
     return (loss * mask).sum() if mask is not None else loss.sum()
@@ -84,17 +111,9 @@ class Stepper:
         self.spec = net.config.input
         self.channels_last = device.type == "cuda"
         n_t, n_v = len(data.noisy_train), len(data.verified)
-        self.uses_t = phase in ("noisy", "mixed", "joint")
-        self.uses_v = phase in NEEDS_VERIFIED
-        self.v_per_batch = (
-            cfg.batch_size
-            if not self.uses_t
-            else max(1, round(cfg.batch_size * cfg.verified_share))
-            if self.uses_v
-            else 0
-        )
-        self.t_per_batch = cfg.batch_size - self.v_per_batch if self.uses_t else 0
-        self.steps = (n_t // self.t_per_batch) if self.uses_t else -(-n_v // self.v_per_batch)
+        self.t_per_batch, self.v_per_batch = batch_split(cfg, phase)
+        self.uses_t, self.uses_v = self.t_per_batch > 0, self.v_per_batch > 0
+        self.steps = steps_per_epoch(cfg, phase, n_t, n_v)
         self.generator = generator
         self.start_epoch(generator.initial_seed())
 

@@ -55,6 +55,12 @@ def calibrate_thresholds(
     return thresholds
 
 
+def break_ties(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Scores that order by ``primary`` and, among equal values, by ``secondary`` (both in
+    [0, 1]): float64 leaves room below float32's resolution for the second key."""
+    return primary.astype(np.float64) + 1e-9 * secondary.astype(np.float64)
+
+
 def cleaning_report(
     noisy: np.ndarray,
     cleaned: np.ndarray,
@@ -65,7 +71,9 @@ def cleaning_report(
 ) -> dict[str, float]:
     """How much better cleaned labels c are than noisy labels y, against human labels.
 
-    AP and MAP of c versus y used as scores; precision, recall and F1 of the label sets
+    AP and MAP of c versus y used as scores (and of y as listed, 1 for every machine label; and
+    of c with its ties broken by y: clipping makes many pairs exactly 0 or 1, and ties rank
+    poorly); precision, recall and F1 of the label sets
     (y > 0 versus c >= threshold, and y >= its own calibrated threshold when
     ``noisy_thresholds`` is given, a fairer baseline for confidence-valued y); precision and
     recall of the labels the cleaner removes (a noisy positive whose cleaned score falls below
@@ -89,12 +97,17 @@ def cleaning_report(
         precision, recall = ratio(chosen & truth, chosen), ratio(chosen & truth, truth)
         sets[f"precision_{name}"], sets[f"recall_{name}"] = precision, recall
         sets[f"f1_{name}"] = 2 * precision * recall / (precision + recall or float("nan"))
+    rankings = {
+        "noisy": noisy,
+        "listed": (noisy > 0).astype(np.float32),
+        "cleaned": cleaned,
+        "cleaned_tiebreak": break_ties(cleaned, noisy),
+    }
+    for name, scores in rankings.items():
+        sets[f"ap_all_{name}"] = ap_all(scores, labels, known)
+        sets[f"map_{name}"] = mean_ap(scores, labels, known)
     return {
         **sets,
-        "ap_all_noisy": ap_all(noisy, labels, known),
-        "ap_all_cleaned": ap_all(cleaned, labels, known),
-        "map_noisy": mean_ap(noisy, labels, known),
-        "map_cleaned": mean_ap(cleaned, labels, known),
         "removed": int(removed.sum()),
         "removed_precision": ratio(removed & wrong, removed),
         "removed_recall": ratio(removed & wrong, wrong),

@@ -22,7 +22,7 @@ from ..model.network import LabelCleaningNet
 from .batches import Part, TrainingData, to_input
 from .checkpoint import CheckpointError, load_checkpoint, rebuild, save_checkpoint
 from .evaluate import score
-from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, run_phase
+from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
 from .metrics import calibrate_thresholds
 from .openimages import DataError
 
@@ -103,6 +103,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg.mode`` (from ``init``, a noisy-phase checkpoint, when given); write RUN/."""
     torch.manual_seed(cfg.seed)
+    cfg = resolve_schedule(cfg, len(data.noisy_train), len(data.verified))
     device = resolve_device(cfg.device)
     phases = phases_for(cfg, from_noisy=init is not None)
     check_verified(data, cfg, phases)
