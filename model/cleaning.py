@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from .bundle import Bundle, LabelClass
 from .config import InputSpec
@@ -34,9 +35,11 @@ from .preprocess import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_PIXELS,
     ImageError,
+    decode_pixels,
     encode_noisy,
     load_pixels,
     normalize,
+    open_image,
 )
 
 T = TypeVar("T")
@@ -81,32 +84,47 @@ class CleanResult:
         return [v.id for v in self.labels if v.verdict != "removed"]
 
 
+INLINE_PIXELS = 64 * 64
+"""Images up to this many pixels are decoded where they arrive: a 28x28 PNG decodes in about
+0.15 ms, less than handing it to a thread and back costs the event loop (measured in
+benchmarks/RESULTS.md). Larger ones go to ``offload``, so they never hold up the server."""
+
+
 def prepare_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarray:
     """Encoded image bytes -> (C, H, W) float32 network input. Raises ImageError."""
     pixels = load_pixels(data, spec, max_pixels=limits.max_pixels, formats=limits.formats)
     return normalize(pixels[None], spec)[0]
 
 
-async def _inline(fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args)
+def _to_input(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    return normalize(decode_pixels(image, spec)[None], spec)[0]
+
+
+async def _prepare(
+    data: bytes, spec: InputSpec, limits: ImageLimits, offload: Offload | None
+) -> np.ndarray:
+    image = open_image(data, max_pixels=limits.max_pixels, formats=limits.formats)  # header only
+    if offload is None or image.width * image.height <= INLINE_PIXELS:
+        return _to_input(image, spec)
+    return await offload(_to_input, image, spec)
 
 
 async def prepare_images(
     images: Sequence[bytes], spec: InputSpec, limits: ImageLimits, offload: Offload | None = None
 ) -> np.ndarray:
-    """Decode all images (concurrently through ``offload``) -> (N, C, H, W) float32.
+    """Decode all images (concurrently through ``offload``, but for tiny ones) -> (N, C, H, W).
 
     An ImageError names the first bad image: its ``index`` attribute and message say which.
     """
-    run = offload or _inline
-    jobs = [run(prepare_image, data, spec, limits) for data in images]
-    if len(jobs) == 1:  # the common case, without gather's task per image
+    if len(images) == 1:  # the common case, without gather's task per image
         try:
-            outcomes = [await jobs[0]]
+            outcomes: list[Any] = [await _prepare(images[0], spec, limits, offload)]
         except ImageError as exc:
             outcomes = [exc]
     else:
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(_prepare(data, spec, limits, offload) for data in images), return_exceptions=True
+        )
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, ImageError):
             error = type(outcome)(f"image {i}: {outcome}")

@@ -19,6 +19,7 @@ from .config import InputSpec
 
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 40_000_000
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageError(ValueError):
@@ -51,13 +52,26 @@ def load_pixels(
     Raises UnsupportedImage (not an image, or a format not in ``formats``), ImageTooLarge (more
     than ``max_pixels``, decompression bombs included) or CorruptImage (truncated or broken).
     """
-    image = _open(data, max_pixels, formats)
+    return decode_pixels(open_image(data, max_pixels=max_pixels, formats=formats), spec)
+
+
+def open_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = DEFAULT_FORMATS
+) -> Image.Image:
+    """Read only the header (cheap): the format and size are checked, nothing is decoded yet."""
+    return _open(data, max_pixels, formats)
+
+
+def decode_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """The pixels of an image from ``open_image``, oriented, converted and resized to ``spec``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            image = image.convert(spec.color_mode)
+            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # else exif_transpose only copies
+                image = ImageOps.exif_transpose(image)
+            if image.mode != spec.color_mode:
+                image = image.convert(spec.color_mode)
             if image.size != (spec.width, spec.height):
                 image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

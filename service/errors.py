@@ -142,7 +142,7 @@ HTTP_CODES = {
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    if exc.status_code == 400:  # Starlette's multipart parser is the only source of these
+    if exc.status_code == 400:  # a body Starlette could not parse
         code = "invalid_multipart"
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

@@ -151,6 +151,45 @@ def cases(images: list[bytes]) -> dict[str, tuple[dict, int, str, str | None]]:
             "invalid_multipart",
             None,
         ),
+        "multipart without its closing boundary": (
+            {
+                "content": multipart(
+                    [("image", ok, "a.png"), ("labels", LABELS.encode(), None)]
+                ).removesuffix(f"--{BOUNDARY}--\r\n".encode()),
+                "headers": MULTIPART,
+            },
+            400,
+            "invalid_multipart",
+            None,
+        ),
+        "part without a name": (
+            {
+                "content": f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\nx\r\n"
+                f"--{BOUNDARY}--\r\n".encode(),
+                "headers": MULTIPART,
+            },
+            400,
+            "invalid_multipart",
+            None,
+        ),
+        "labels not utf-8": (
+            {
+                "content": multipart([("image", ok, "a.png"), ("labels", b'["\xff"]', None)]),
+                "headers": MULTIPART,
+            },
+            422,
+            "invalid_input",
+            "labels",
+        ),  # fmt: skip
+        "too many parts": (
+            {
+                "content": multipart([("image", ok, "a.png")] + [("labels", b"[]", None)] * 40),
+                "headers": MULTIPART,
+            },
+            413,
+            "too_many_parts",
+            None,
+        ),  # fmt: skip
     }
 
 

@@ -183,3 +183,43 @@ def test_batcher_refuses_past_its_queue_limit() -> None:
             await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_app_shortens_the_thread_switch_interval_while_it_runs(bundle_dir: Path) -> None:
+    import sys
+
+    from labelclean.service.app import create_app
+
+    before = sys.getswitchinterval()
+    app = create_app(Settings(model=bundle_dir, gil_switch_interval_ms=0.3))
+
+    async def lifespan() -> float:
+        async with app.router.lifespan_context(app):
+            return sys.getswitchinterval()
+
+    assert asyncio.run(lifespan()) == pytest.approx(0.0003)
+    assert sys.getswitchinterval() == before
+
+
+def test_only_images_over_the_inline_limit_are_decoded_through_the_offload(
+    bundle_dir: Path, images: list[bytes]
+) -> None:
+    import io
+
+    from labelclean.model.cleaning import DEFAULT_LIMITS, INLINE_PIXELS, prepare_images
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (100, 100), 200).save(buffer, format="PNG")
+    assert 100 * 100 > INLINE_PIXELS >= 28 * 28
+    offloaded = []
+
+    async def offload(fn, image, *args):
+        offloaded.append(image.size)
+        return fn(image, *args)
+
+    spec = load_bundle(bundle_dir).input
+    payloads = [images[0], buffer.getvalue()]
+    batch = asyncio.run(prepare_images(payloads, spec, DEFAULT_LIMITS, offload))
+    assert offloaded == [(100, 100)]  # the 28x28 image was decoded inline
+    assert batch.shape == (2, spec.channels, spec.height, spec.width)
