@@ -18,6 +18,7 @@ import numpy as np
 from ..model.config import ModelConfig
 from .batches import TrainingData
 from .loop import MODES, TrainConfig
+from .metrics import break_ties
 from .run import train
 
 # Label sets compared in the cleaner report.
@@ -281,12 +282,14 @@ def plot_pr(predictions: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve
 
-    arrays = np.load(predictions)
+    arrays = dict(np.load(predictions))
+    arrays["cleaned_tiebreak"] = break_ties(arrays["cleaned"], arrays["noisy"])
     known = arrays["known"]
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     for name, label in (
-        ("noisy", "machine labels y"),
+        ("noisy", "machine confidences y"),
         ("cleaned", "cleaned labels c"),
+        ("cleaned_tiebreak", "c, ties ordered by y"),
         ("scores", "classifier h"),
     ):
         p, r, _ = precision_recall_curve(arrays["human"][known], arrays[name][known])
