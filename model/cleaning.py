@@ -85,9 +85,11 @@ class CleanResult:
 
 
 INLINE_PIXELS = 64 * 64
-"""Images up to this many pixels are decoded where they arrive: a 28x28 PNG decodes in about
-0.15 ms, less than handing it to a thread and back costs the event loop (measured in
-benchmarks/RESULTS.md). Larger ones go to ``offload``, so they never hold up the server."""
+INLINE_BYTES = 64 * 1024
+"""Images of at most INLINE_BYTES bytes and INLINE_PIXELS pixels are decoded where they arrive:
+a 28x28 PNG decodes in about 0.15 ms, less than handing it to a thread and back costs the event
+loop (measured in benchmarks/RESULTS.md). Everything else goes to ``offload``, header and all
+(a PNG may carry megabytes of chunks before its pixels), so it never holds up the server."""
 
 
 def prepare_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarray:
@@ -103,6 +105,8 @@ def _to_input(image: Image.Image, spec: InputSpec) -> np.ndarray:
 async def _prepare(
     data: bytes, spec: InputSpec, limits: ImageLimits, offload: Offload | None
 ) -> np.ndarray:
+    if offload is not None and len(data) > INLINE_BYTES:
+        return await offload(prepare_image, data, spec, limits)
     image = open_image(data, max_pixels=limits.max_pixels, formats=limits.formats)  # header only
     if offload is None or image.width * image.height <= INLINE_PIXELS:
         return _to_input(image, spec)

@@ -201,25 +201,40 @@ def test_the_app_shortens_the_thread_switch_interval_while_it_runs(bundle_dir: P
     assert sys.getswitchinterval() == before
 
 
-def test_only_images_over_the_inline_limit_are_decoded_through_the_offload(
+def test_only_images_over_the_inline_limits_are_decoded_through_the_offload(
     bundle_dir: Path, images: list[bytes]
 ) -> None:
     import io
 
-    from labelclean.model.cleaning import DEFAULT_LIMITS, INLINE_PIXELS, prepare_images
-    from PIL import Image
+    from labelclean.model.cleaning import (
+        DEFAULT_LIMITS,
+        INLINE_BYTES,
+        INLINE_PIXELS,
+        prepare_images,
+    )
+    from PIL import Image, PngImagePlugin
 
-    buffer = io.BytesIO()
-    Image.new("L", (100, 100), 200).save(buffer, format="PNG")
-    assert 100 * 100 > INLINE_PIXELS >= 28 * 28
+    def png_bytes(size: int, text: str = "") -> bytes:
+        info = PngImagePlugin.PngInfo()
+        if text:
+            info.add_text("padding", text)  # stored before the pixels
+        buffer = io.BytesIO()
+        Image.new("L", (size, size), 200).save(buffer, format="PNG", pnginfo=info)
+        return buffer.getvalue()
+
+    many_pixels = png_bytes(100)
+    many_bytes = png_bytes(28, "x" * (INLINE_BYTES + 1))
+    assert 100 * 100 > INLINE_PIXELS >= 28 * 28 and len(many_bytes) > INLINE_BYTES
     offloaded = []
 
-    async def offload(fn, image, *args):
-        offloaded.append(image.size)
-        return fn(image, *args)
+    async def offload(fn, first, *args):
+        offloaded.append(first.size if isinstance(first, Image.Image) else len(first))
+        return fn(first, *args)
 
     spec = load_bundle(bundle_dir).input
-    payloads = [images[0], buffer.getvalue()]
+    payloads = [images[0], many_pixels, many_bytes]
     batch = asyncio.run(prepare_images(payloads, spec, DEFAULT_LIMITS, offload))
-    assert offloaded == [(100, 100)]  # the 28x28 image was decoded inline
-    assert batch.shape == (2, spec.channels, spec.height, spec.width)
+    # the 28x28 image was decoded inline; the large one after reading its header inline; the
+    # one with many bytes went to the offload before anything was read
+    assert offloaded == [(100, 100), len(many_bytes)]
+    assert batch.shape == (3, spec.channels, spec.height, spec.width)
