@@ -37,7 +37,6 @@ from .preprocess import (
     ImageError,
     decode_pixels,
     encode_noisy,
-    load_pixels,
     normalize,
     open_image,
 )
@@ -94,8 +93,11 @@ loop (measured in benchmarks/RESULTS.md). Everything else goes to ``offload``, h
 
 def prepare_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarray:
     """Encoded image bytes -> (C, H, W) float32 network input. Raises ImageError."""
-    pixels = load_pixels(data, spec, max_pixels=limits.max_pixels, formats=limits.formats)
-    return normalize(pixels[None], spec)[0]
+    return _to_input(_open(data, limits), spec)
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    return open_image(data, max_pixels=limits.max_pixels, formats=limits.formats)
 
 
 def _to_input(image: Image.Image, spec: InputSpec) -> np.ndarray:
@@ -107,7 +109,7 @@ async def _prepare(
 ) -> np.ndarray:
     if offload is not None and len(data) > INLINE_BYTES:
         return await offload(prepare_image, data, spec, limits)
-    image = open_image(data, max_pixels=limits.max_pixels, formats=limits.formats)  # header only
+    image = _open(data, limits)  # the header only
     if offload is None or image.width * image.height <= INLINE_PIXELS:
         return _to_input(image, spec)
     return await offload(_to_input, image, spec)

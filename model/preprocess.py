@@ -55,13 +55,6 @@ def load_pixels(
     return decode_pixels(open_image(data, max_pixels=max_pixels, formats=formats), spec)
 
 
-def open_image(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = DEFAULT_FORMATS
-) -> Image.Image:
-    """Read only the header (cheap): the format and size are checked, nothing is decoded yet."""
-    return _open(data, max_pixels, formats)
-
-
 def decode_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """The pixels of an image from ``open_image``, oriented, converted and resized to ``spec``."""
     try:
@@ -82,7 +75,10 @@ def decode_pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _open(data: bytes, max_pixels: int, formats: Sequence[str]) -> Image.Image:
+def open_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = DEFAULT_FORMATS
+) -> Image.Image:
+    """Read only the header (cheap): the format and size are checked, nothing is decoded yet."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

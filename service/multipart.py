@@ -155,9 +155,7 @@ async def read_upload(request: Request, settings: Settings, *, fields: set[str])
         async for chunk in request.stream():
             if chunk:
                 parser.write(chunk)
-    except MultipartParseError as exc:
-        raise ApiError(f"malformed multipart body: {exc}", code="invalid_multipart") from exc
-    except ValueError as exc:  # e.g. a boundary longer than the parser allows
+    except (MultipartParseError, ValueError) as exc:  # ValueError: e.g. an overlong boundary
         raise ApiError(f"malformed multipart body: {exc}", code="invalid_multipart") from exc
     if not collector.ended:
         raise ApiError(
