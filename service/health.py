@@ -25,6 +25,6 @@ async def healthz() -> Health:
     responses=error_responses(401, 503),
 )
 async def readyz(state: State) -> Ready:
-    if not state.ready or state.model is None:
+    if not state.ready or state.provider is None:
         raise ModelNotReady(f"model not ready: {state.reason}")
-    return Ready(status="ready", provider=state.model.provider)
+    return Ready(status="ready", provider=state.provider)

@@ -1,19 +1,17 @@
-"""POST /classify and POST /clean: multipart upload -> the shared model pipelines, batched.
+"""POST /classify and POST /clean: multipart upload -> the inference process -> JSON.
 
-Both read the upload (service.multipart), then call the same functions the worker and CLI call
+Both read the upload here (service.multipart) and hand the images to the inference process
+(service.backend), whose engine calls the same functions the worker and CLI call
 (model.classifying.classify_images, model.cleaning.clean_images) with the dynamic batcher as
-their ``predict`` and the decode thread pool as their ``offload``.
+their ``predict`` and its decode threads as their ``offload``. Its answer is the response body.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from ..model.classifying import classify_images
-from ..model.cleaning import clean_images
 from .auth import require_api_key
 from .errors import InvalidInput, error_responses
 from .multipart import read_upload
@@ -80,13 +78,6 @@ def _top_k(value: str | None) -> int | None:
         raise InvalidInput(f"top_k must be an integer, got {value[:40]!r}", field="top_k") from None
 
 
-def _json(body: dict[str, Any]) -> Response:
-    """Serialised here, not by FastAPI: its response-model round trip costs more than the rest
-    of a small request. The body's shape is the route's ``response_model`` (openapi.yaml), which
-    the schemathesis contract test checks on live responses."""
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
 @router.post(
     "/classify",
     summary="Labels and scores for each image",
@@ -96,23 +87,12 @@ def _json(body: dict[str, Any]) -> Response:
 )
 async def classify(request: Request) -> Response:
     state: ServiceState = request.app.state.service
-    bundle, batcher = state.require_ready()
+    backend = state.require_ready()
     upload = await read_upload(request, state.settings, fields={"threshold", "top_k"})
-    top_k = _top_k(upload.one("top_k"))
-    async with batcher.expect(len(upload.images)) as predict:
-        results = await classify_images(
-            bundle, upload.images, predict=predict, threshold=upload.one("threshold"),
-            top_k=top_k, limits=state.limits, offload=state.offload,
-        )  # fmt: skip
-    state.metrics.images.labels("/classify").inc(len(results))
-    return _json(
-        {
-            "results": [
-                {"index": i, "filename": upload.filenames[i], "labels": [vars(x) for x in labels]}
-                for i, labels in enumerate(results)
-            ]
-        }
-    )
+    fields = {"threshold": upload.one("threshold"), "top_k": _top_k(upload.one("top_k"))}
+    body = await backend.request("classify", upload.images, upload.filenames, fields)
+    state.metrics.images.labels("/classify").inc(len(upload.images))
+    return Response(body, media_type="application/json")
 
 
 @router.post(
@@ -124,24 +104,9 @@ async def classify(request: Request) -> Response:
 )
 async def clean(request: Request) -> Response:
     state: ServiceState = request.app.state.service
-    bundle, batcher = state.require_ready()
+    backend = state.require_ready()
     upload = await read_upload(request, state.settings, fields={"labels", "threshold"})
-    async with batcher.expect(len(upload.images)) as predict:
-        results = await clean_images(
-            bundle, upload.images, upload.many("labels"), predict=predict,
-            thresholds=upload.one("threshold"), limits=state.limits, offload=state.offload,
-        )  # fmt: skip
-    state.metrics.images.labels("/clean").inc(len(results))
-    return _json(
-        {
-            "results": [
-                {
-                    "index": i,
-                    "filename": upload.filenames[i],
-                    "labels": [vars(v) for v in r.labels],
-                    "cleaned_labels": r.cleaned_labels,
-                }
-                for i, r in enumerate(results)
-            ]
-        }
-    )
+    fields = {"labels": upload.many("labels"), "threshold": upload.one("threshold")}
+    body = await backend.request("clean", upload.images, upload.filenames, fields)
+    state.metrics.images.labels("/clean").inc(len(upload.images))
+    return Response(body, media_type="application/json")

@@ -21,13 +21,12 @@ async def model_info(state: State) -> ModelInfo:
         raise ModelNotReady("no bundle loaded")
     s = state.settings
     meta = state.bundle.metadata()
-    model = state.model
     return ModelInfo(
         ready=state.ready,
         reason=state.reason or None,
         device=s.device,
-        provider=model.provider if model else None,
-        providers=model.providers if model else [],
+        provider=state.provider,
+        providers=state.providers,
         path=str(state.bundle.path),
         input={**meta["input"], "color_mode": state.bundle.input.color_mode},
         batching={"max_batch_size": s.max_batch_size, "max_queue_delay_ms": s.max_queue_delay_ms},

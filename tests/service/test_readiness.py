@@ -4,6 +4,10 @@ load here, which is exactly the case to test.)"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,22 @@ from .conftest import Server
 def cuda_server(server_factory, bundle_dir: Path) -> Server:
     if gpu_present():
         pytest.skip("a GPU is present: CUDA may well load here")
-    return server_factory(bundle_dir, {"LABELCLEAN_DEVICE": "cuda"}, ready=False)
+    server = server_factory(bundle_dir, {"LABELCLEAN_DEVICE": "cuda"}, ready=False)
+    wait_for(server, lambda info: bool(info["providers"]), "the inference process to report")
+    return server
+
+
+def wait_for(server: Server, done, what: str, timeout: float = 60) -> dict:
+    """Poll GET /model until ``done(info)``; the model loads in the inference process."""
+    deadline = time.monotonic() + timeout
+    with server.client() as c:
+        while True:
+            info = c.get("/model").json()
+            if done(info):
+                return info
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {info}")
+            time.sleep(0.1)
 
 
 def test_cuda_demanded_but_absent_is_live_not_ready(cuda_server: Server, images) -> None:
@@ -43,3 +62,27 @@ def test_auto_device_runs_on_cpu_and_is_ready(server: Server) -> None:
         "status": "ready",
         "provider": "CPUExecutionProvider",
     }
+
+
+def test_a_killed_inference_process_is_restarted_and_the_server_stays_up(
+    server_factory, bundle_dir: Path, images
+) -> None:
+    server = server_factory(bundle_dir, {})
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(children) == 1, children  # the inference process
+    os.kill(int(children[0]), signal.SIGKILL)
+    info = wait_for(server, lambda i: not i["ready"], "the death to be noticed", timeout=10)
+    assert "inference process exited" in info["reason"]
+    with server.client() as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "inference process exited" in r.json()["error"]["message"]
+        down = c.post("/classify", files=[("image", ("a.png", images[0]))])
+        assert down.status_code == 503 and down.json()["error"]["code"] == "model_not_ready"
+    wait_for(server, lambda i: i["ready"], "the restarted inference process")
+    with server.client() as c:
+        r = c.post("/classify", files=[("image", ("a.png", images[0]))])
+    assert r.status_code == 200 and r.json()["results"][0]["filename"] == "a.png"
+    assert server.process.poll() is None

@@ -1,0 +1,148 @@
+"""The HTTP process's side of the inference process: starts it, sends it requests, keeps it
+running.
+
+    client = BackendClient(settings, on_state=..., on_batch=...)
+    await client.start()
+    body = await client.request("classify", images, filenames, {"threshold": None, "top_k": 5})
+    await client.stop()
+
+``on_state(ready, reason, providers)`` is called when the inference process reports its model
+loaded (or not), and with ready=False when it dies; it is then restarted (after 1 s, doubling
+up to 30 s while it keeps dying), and requests in flight fail with 503 model_not_ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..settings import Settings
+from .channel import FrameChannel
+from .errors import ModelNotReady
+
+log = logging.getLogger("labelclean.service")
+StateFn = Callable[[bool, str, list[str]], None]
+BatchFn = Callable[[int, list[float], float], None]
+RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+
+
+class BackendClient:
+    def __init__(self, settings: Settings, *, on_state: StateFn, on_batch: BatchFn) -> None:
+        self.settings = settings
+        self._on_state = on_state
+        self._on_batch = on_batch
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._next_id = 0
+        self._channel: FrameChannel | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failures = 0  # deaths since the model was last ready
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name="inference-process"
+        )
+
+    async def _spawn(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, **self.settings.env()}
+        env.pop("LABELCLEAN_API_KEYS", None)  # the inference process serves no HTTP
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "labelclean.service.backend", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        channel = FrameChannel(self._on_message, self._on_closed)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: channel, ours)
+        self._channel = channel
+
+    async def _supervise(self) -> None:
+        while True:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+            self._failures += 1
+            reason = f"the inference process exited (code {code}); restarting in {delay:g} s"
+            log.error("%s", reason)
+            self._on_state(False, reason, [])
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            await self._spawn()
+
+    async def request(
+        self, kind: str, images: Sequence[bytes], filenames: Sequence[str | None],
+        fields: dict[str, Any],
+    ) -> bytes:  # fmt: skip
+        """The response body for one /classify or /clean request; raises what the inference
+        process raised (InputError, ImageError, ApiError) or ModelNotReady when it is gone."""
+        channel = self._channel
+        if channel is None or channel.closed:
+            raise ModelNotReady("model not ready: the inference process is not running")
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        channel.send((kind, request_id, list(images), list(filenames), fields))
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "reply" or kind == "error":
+            future = self._pending.get(message[1])
+            if future is None or future.done():
+                return  # the caller went away
+            if kind == "reply":
+                future.set_result(message[2])
+            else:
+                future.set_exception(message[2])
+        elif kind == "batch":
+            self._on_batch(*message[1:])
+        elif kind == "state":
+            if message[1]:
+                self._failures = 0
+            self._on_state(*message[1:])
+
+    def _on_closed(self, _: Exception | None) -> None:
+        error = ModelNotReady("the inference process stopped while answering; retry")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Close the socket (the inference process exits on it), wait, kill if it hangs."""
+        self._stopping = True
+        if self._channel is not None:
+            self._channel.close()
+        if self._process is not None and self._process.returncode is None:
+            try:
+                await asyncio.wait_for(self._process.wait(), timeout)
+            except TimeoutError:
+                log.warning("the inference process did not exit in %g s: killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+                await self._process.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
