@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.settings = settings  # not a dependency override: FastAPI re-inspects those per call
     install_error_handlers(app)
-    for module in (health, model_info, inference, metrics_route):
+    for module in (inference, health, model_info, metrics_route):  # the busy routes match first
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -107,7 +107,7 @@ class DynamicBatcher:
             yield predict
         finally:
             self._expected -= left[0]  # images that failed to decode will never come
-            self._wake.set()
+            self._poke()
 
     async def predict(self, images: np.ndarray, noisy: np.ndarray) -> Arrays:
         """(N, C, H, W), (N, d) -> (scores, cleaned), each (N, d); batched with other callers."""
@@ -116,16 +116,25 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = []
+        first = not self._queue
         for image, labels in zip(images, noisy, strict=True):
             future: asyncio.Future[Arrays] = loop.create_future()
             self._queue.append(_Item(image, labels, future, now))
             futures.append(future)
-        self._wake.set()
+        self._poke(first)
         if len(futures) == 1:
             scores, cleaned = await futures[0]
             return scores[None], cleaned[None]
         results = await asyncio.gather(*futures)
         return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+
+    def _poke(self, first: bool = False) -> None:
+        """Wake the gatherer, but only when what it waits for may have happened: the first
+        images, a full batch, or no more on their way (about one wake per batch, not per image)."""
+        if not self._wake.is_set() and (
+            first or len(self._queue) >= self.max_batch_size or self._expected <= 0
+        ):
+            self._wake.set()
 
     async def _gather(self) -> list[_Item]:
         """Wait for the first image, then for more until full, late, or none is coming."""
@@ -135,14 +144,12 @@ class DynamicBatcher:
             await self._wake.wait()
         deadline = self._queue[0].enqueued + self.max_queue_delay_s
         while len(self._queue) < self.max_batch_size and self._expected > 0:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline <= loop.time():
                 break
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                break
+            timer = loop.call_at(deadline, self._wake.set)  # cheaper than wait_for's task
+            await self._wake.wait()
+            timer.cancel()
         n = min(self.max_batch_size, len(self._queue))
         return [self._queue.popleft() for _ in range(n)]
 

@@ -102,6 +102,14 @@ class Server:
         with self.client() as c:
             return c.get("/metrics").text
 
+    def inference_pid(self) -> int:
+        """The pid of the server's inference process (its one child)."""
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(children) == 1, f"expected one inference process, found {children}"
+        return int(children[0])
+
 
 def start_server(bundle: Path, log: Path, env: dict[str, str], *, ready: bool = True) -> Server:
     """``labelclean serve`` in a subprocess; returns once /healthz (and /readyz) answer."""
