@@ -104,11 +104,16 @@ class Server:
 
     def inference_pid(self) -> int:
         """The pid of the server's inference process (its one child)."""
-        children = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=True
-        ).stdout.split()
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[1]) == self.process.pid:  # field 4 of /proc/PID/stat: the parent
+                children.append(int(stat.parent.name))
         assert len(children) == 1, f"expected one inference process, found {children}"
-        return int(children[0])
+        return children[0]
 
 
 def start_server(bundle: Path, log: Path, env: dict[str, str], *, ready: bool = True) -> Server:
