@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     inference_threads: int = Field(0, ge=0, le=256, description="ORT intra-op threads, 0=auto")
     gil_switch_interval_ms: float = Field(
         0.2, gt=0, le=100,
-        description="Python's thread switch interval in the server (its default: 5 ms); shorter "
-        "gives the GIL back to the event loop sooner while decode threads work",
+        description="Python's thread switch interval in both service processes (its default: "
+        "5 ms); shorter gives the GIL back to the event loop sooner while threads work",
     )  # fmt: skip
 
     # Input safety.

@@ -1,7 +1,12 @@
-"""The HTTP service: FastAPI on uvicorn, ONNX Runtime behind a dynamic batcher. No torch.
+"""The HTTP service: FastAPI on uvicorn in one process, ONNX Runtime behind a dynamic batcher
+in an inference process. No torch in either.
 
 app.py            create_app(): lifespan, routers, middleware
-state.py          the loaded bundle, model, batcher, decode pool and readiness
+state.py          what the HTTP process holds: bundle metadata, readiness, the inference process
+backend_client.py starts, feeds and restarts the inference process
+channel.py        pickled frames over the socketpair between the two processes
+backend.py        the inference process's main: requests in, response bodies out
+engine.py         the model there: session, warm-up, batcher, decode threads, the two pipelines
 batcher.py        dynamic batching into one ONNX Runtime run per batch
 threads.py        the small thread pool for decoding and inference
 inference.py      POST /classify and POST /clean (via model.classifying / model.cleaning)

@@ -37,8 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The event loop gives up the GIL at every socket call; with the interpreter's default
-        # 5 ms interval it then waits behind the decode threads (measured: 15% more requests/s
-        # and 14% less CPU per request at 0.2 ms on the demo bundle, benchmarks/RESULTS.md).
+        # 5 ms interval it then waits behind any busy thread (measured when decoding ran in this
+        # process: 15% more requests/s at 0.2 ms, benchmarks/RESULTS.md). The inference process,
+        # where the decode and inference threads now run, sets the same interval.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         state = ServiceState(settings, metrics)

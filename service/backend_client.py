@@ -45,10 +45,6 @@ class BackendClient:
         self._stopping = False
         self._failures = 0  # deaths since the model was last ready
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     async def start(self) -> None:
         await self._spawn()
         self._supervisor = asyncio.get_running_loop().create_task(
@@ -99,7 +95,7 @@ class BackendClient:
         request_id = self._next_id
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        channel.send((kind, request_id, list(images), list(filenames), fields))
+        channel.send((kind, request_id, images, filenames, fields))
         try:
             return await future
         finally:

@@ -3,7 +3,7 @@ length-prefixed frames over one stream socket (a socketpair), both ways.
 
     channel = FrameChannel(on_message=handle, on_closed=gone)
     await loop.connect_accepted_socket(lambda: channel, sock)
-    channel.send(("classify", 7, images, fields))
+    channel.send(("classify", 7, images, filenames, fields))
 
 Sends made in the same turn of the event loop leave in one write: under load a whole batch of
 replies (or of requests) costs one system call, not one each.
@@ -17,8 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
-HEADER = struct.Struct("!I")
-MAX_FRAME = 1 << 31  # settings cap a request body at 1 GiB; a frame holds at most one of them
+HEADER = struct.Struct("!I")  # a frame holds one request: bodies are capped at 1 GiB
 
 
 class FrameChannel(asyncio.Protocol):
