@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from labelclean.model.bundle import load_bundle
@@ -120,6 +121,26 @@ def test_clean_several_images_keep_their_own_labels(server: Server, images) -> N
     assert noisy == [{IDS[0]}, {IDS[9]}, set()]
 
 
+def burst(server: Server, requests: list[httpx.Request]) -> list[dict]:
+    """Send every request before reading any answer, one connection each, so that they are all
+    at the server at once (a thread per request can let each finish before the next is sent)."""
+    connections = []
+    for request in requests:
+        connection = http.client.HTTPConnection(request.url.host, request.url.port, timeout=30)
+        connection.connect()
+        connections.append(connection)
+    for connection, request in zip(connections, requests, strict=True):
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        connection.request("POST", request.url.path, body=request.read(), headers=headers)
+    answers = []
+    for connection in connections:
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        answers.append(json.loads(response.read()))
+        connection.close()
+    return answers
+
+
 def test_concurrent_requests_are_batched(server: Server, images, reference) -> None:
     def batch_counts() -> tuple[float, float]:
         text = server.metrics()
@@ -129,14 +150,21 @@ def test_concurrent_requests_are_batched(server: Server, images, reference) -> N
 
     before_count, before_ones = batch_counts()
 
-    def one(i: int) -> tuple[int, list[float]]:
-        with server.client() as c:
-            r = c.post("/classify", files=files(images[i % len(images)]), data={"threshold": "0"})
-        labels = {x["id"]: x["score"] for x in r.json()["results"][0]["labels"]}
-        return i, [labels[c] for c in IDS]
-
-    with ThreadPoolExecutor(24) as pool:
-        results = list(pool.map(one, range(48)))
+    results = []
+    for first in (0, 24):  # two bursts of 24 concurrent requests
+        bodies = [
+            httpx.Request(
+                "POST",
+                f"{server.url}/classify",
+                headers=server.headers,
+                files=files(images[i % len(images)]),
+                data={"threshold": "0"},
+            )  # fmt: skip
+            for i in range(first, first + 24)
+        ]
+        for i, body in enumerate(burst(server, bodies), start=first):
+            labels = {x["id"]: x["score"] for x in body["results"][0]["labels"]}
+            results.append((i, [labels[c] for c in IDS]))
     after_count, after_ones = batch_counts()
     batches = after_count - before_count
     multi = batches - (after_ones - before_ones)
