@@ -24,9 +24,9 @@ from .cleaning import (
     Predict,
     call_predict,
     prepare_images,
-    round_score,
+    round_scores,
 )
-from .labels import InputError, label_index, parse_thresholds
+from .labels import InputError, parse_thresholds
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,15 @@ async def classify_images(
     """
     if top_k is not None and (isinstance(top_k, bool) or not 1 <= top_k <= bundle.num_classes):
         raise InputError(f"top_k must be between 1 and {bundle.num_classes}", field="top_k")
-    index = label_index(bundle.classes)
-    limit = parse_thresholds(threshold, index, bundle.thresholds_scores)
+    limit = parse_thresholds(threshold, bundle.index, bundle.score_thresholds)
     batch = await prepare_images(images, bundle.input, limits, offload)
     noisy = np.zeros((len(images), bundle.num_classes), dtype=np.float32)
     scores, _ = await call_predict(predict, batch, noisy)
+    classes = bundle.classes
     out = []
     for row in scores:
         passing = np.flatnonzero(row >= limit)
         best = passing[np.argsort(-row[passing], kind="stable")][:top_k]
-        out.append(
-            [ScoredLabel(bundle.classes[i].id, bundle.classes[i].name, round_score(row[i]),
-                         round_score(limit[i])) for i in best]
-        )  # fmt: skip
+        shown = zip(best.tolist(), round_scores(row[best]), round_scores(limit[best]), strict=True)
+        out.append([ScoredLabel(classes[i].id, classes[i].name, s, t) for i, s, t in shown])
     return out

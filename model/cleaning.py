@@ -30,7 +30,7 @@ from PIL import Image
 
 from .bundle import Bundle, LabelClass
 from .config import InputSpec
-from .labels import InputError, label_index, parse_labels, parse_thresholds, unknown_labels_error
+from .labels import InputError, parse_labels, parse_thresholds, unknown_labels_error
 from .preprocess import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_PIXELS,
@@ -149,9 +149,11 @@ async def call_predict(predict: Predict, images: np.ndarray, noisy: np.ndarray) 
     return result
 
 
-def round_score(x: float) -> float:
-    """float32 -> a float that prints as it was meant (0.4, not 0.4000000059604645)."""
-    return round(float(x), 6)
+def round_scores(values: np.ndarray) -> list[float]:
+    """float32s -> floats that print as they were meant (0.4, not 0.4000000059604645): six
+    decimals, one numpy call per image rather than ``round`` per value (the same results on
+    2 million random float32s)."""
+    return np.round(values.astype(np.float64), 6).tolist()
 
 
 def verdicts(
@@ -160,14 +162,15 @@ def verdicts(
     """(d,) noisy, cleaned and thresholds of one image -> its given and added labels."""
     present = noisy > 0
     passes = cleaned >= thresholds
+    shown = np.flatnonzero(present | passes)
+    shown = shown[np.argsort(-cleaned[shown], kind="stable")]  # highest cleaned score first
     out = []
-    for i in np.flatnonzero(present | passes):
+    for i, y, c, t in zip(
+        shown.tolist(), round_scores(noisy[shown]), round_scores(cleaned[shown]),
+        round_scores(thresholds[shown]), strict=True,
+    ):  # fmt: skip
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
-        out.append(
-            LabelVerdict(classes[i].id, classes[i].name, round_score(noisy[i]),
-                         round_score(cleaned[i]), round_score(thresholds[i]), verdict)
-        )  # fmt: skip
-    out.sort(key=lambda v: -v.cleaned)
+        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict))
     return CleanResult(out)
 
 
@@ -193,7 +196,7 @@ async def clean_images(
             "per image, in the same order",
             field="labels",
         )
-    index = label_index(bundle.classes)
+    index = bundle.index
     noisy = np.zeros((len(images), bundle.num_classes), dtype=np.float32)
     unknown: list[str] = []
     for i, value in enumerate(labels):
@@ -201,7 +204,7 @@ async def clean_images(
         unknown += missing
     if unknown:
         raise unknown_labels_error(unknown)
-    limit = parse_thresholds(thresholds, index, bundle.thresholds_cleaned)
+    limit = parse_thresholds(thresholds, index, bundle.cleaned_thresholds)
     batch = await prepare_images(images, bundle.input, limits, offload)
     encoding = str(bundle.model_config.get("noisy_labels", "confidence"))
     _, cleaned = await call_predict(predict, batch, encode_noisy(noisy, encoding))

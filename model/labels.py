@@ -1,8 +1,8 @@
 """Request-side label handling, shared by the HTTP service, the bulk worker and the offline CLI.
 
-    index = label_index(bundle.classes)                       # {"/m/01g317": 0, ...}
+    index = bundle.index                      # label_index(bundle.classes), built once
     y = parse_labels('["/m/01g317", {"label": "/m/0k4j", "confidence": 0.7}]', index)  # (d,)
-    t = parse_thresholds('{"/m/0k4j": 0.8}', index, bundle.thresholds_cleaned)      # (d,)
+    t = parse_thresholds('{"/m/0k4j": 0.8}', index, bundle.cleaned_thresholds)      # (d,)
 
 Torch-free. Problems raise InputError, whose ``code``, ``field`` and ``unknown`` say what is
 wrong; the service turns it into a 422.
@@ -123,7 +123,7 @@ def unknown_labels_error(unknown: Sequence[str], field: str = "labels") -> Input
 def parse_thresholds(
     value: str | float | dict[str, Any] | None,
     index: dict[str, int],
-    defaults: Sequence[float],
+    defaults: Sequence[float] | np.ndarray,
     *,
     field: str = "threshold",
 ) -> np.ndarray:
@@ -131,10 +131,11 @@ def parse_thresholds(
 
     ``value``: None (the defaults), one number in [0, 1] for every class, or a JSON object
     ``{label id: number}`` overriding those classes. Unknown ids raise InputError listing them.
+    Without an override the result may be ``defaults`` itself: do not write to it.
     """
-    thresholds = np.asarray(defaults, dtype=np.float32).copy()
     if value is None or (isinstance(value, str) and not value.strip()):
-        return thresholds
+        return np.asarray(defaults, dtype=np.float32)  # a bundle's read-only array as it is
+    thresholds = np.array(defaults, dtype=np.float32)  # a copy to override
     parsed = _json(value, field)
     if isinstance(parsed, dict):
         unknown = [k for k in parsed if k not in index]

@@ -58,6 +58,27 @@ def test_parse_thresholds() -> None:
             parse_thresholds(bad, INDEX, defaults)
 
 
+def test_a_request_override_never_changes_the_bundles_thresholds(bundle_dir: Path, images) -> None:
+    """The bundle's index and threshold arrays are built once and shared by every request."""
+    bundle = load_bundle(bundle_dir)
+    before = bundle.cleaned_thresholds.tolist()
+    assert bundle.index is bundle.index and bundle.index["/fm/bag"] == [
+        c.id for c in bundle.classes
+    ].index("/fm/bag")
+    with pytest.raises(ValueError, match="read-only"):
+        parse_thresholds(None, bundle.index, bundle.cleaned_thresholds)[0] = 0.0
+    model = OnnxModel(bundle)
+    override = clean_images_sync(
+        bundle, images[:1], ['["/fm/bag"]'], predict=model.run, thresholds="1"
+    )
+    assert bundle.cleaned_thresholds.tolist() == before
+    assert all(v.threshold == 1.0 for v in override[0].labels)
+    default = clean_images_sync(bundle, images[:1], ['["/fm/bag"]'], predict=model.run)
+    assert [v.threshold for v in default[0].labels] == [
+        round(before[bundle.index[v.id]], 6) for v in default[0].labels
+    ]
+
+
 def test_verdicts() -> None:
     noisy = np.array([1.0, 0.7, 0.0, 0.0], np.float32)
     cleaned = np.array([0.9, 0.2, 0.8, 0.1], np.float32)
