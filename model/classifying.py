@@ -61,6 +61,9 @@ async def classify_images(
     out = []
     for row in scores:
         passing = np.flatnonzero(row >= limit)
+        if top_k is not None and len(passing) > top_k:  # sort only the top_k and their ties
+            kth = np.partition(row[passing], len(passing) - top_k)[len(passing) - top_k]
+            passing = passing[row[passing] >= kth]
         best = passing[np.argsort(-row[passing], kind="stable")][:top_k]
         shown = zip(best.tolist(), round_scores(row[best]), round_scores(limit[best]), strict=True)
         out.append([ScoredLabel(classes[i].id, classes[i].name, s, t) for i, s, t in shown])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from labelclean.model.bundle import LabelClass, load_bundle
+from labelclean.model.classifying import classify_images
 from labelclean.model.cleaning import clean_images_sync, verdicts
 from labelclean.model.labels import InputError, label_index, parse_labels, parse_thresholds
 from labelclean.model.runtime import OnnxModel
@@ -77,6 +78,26 @@ def test_a_request_override_never_changes_the_bundles_thresholds(bundle_dir: Pat
     assert [v.threshold for v in default[0].labels] == [
         round(before[bundle.index[v.id]], 6) for v in default[0].labels
     ]
+
+
+def test_top_k_keeps_the_best_scores_and_breaks_ties_by_class_order(bundle_dir: Path, images):
+    bundle = load_bundle(bundle_dir)
+    d = bundle.num_classes
+    scores = np.full((1, d), 0.3, np.float32)
+    scores[0, [4, 1, 7]] = [0.9, 0.6, 0.6]  # 1 and 7 tie; 0.3 everywhere else ties too
+
+    def predict(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return scores, y
+
+    def top(k: int | None) -> list[int]:
+        labels = asyncio.run(classify_images(bundle, images[:1], predict=predict, threshold=0.2,
+                                             top_k=k))[0]  # fmt: skip
+        return [bundle.index[x.id] for x in labels]
+
+    assert top(None) == [4, 1, 7] + [i for i in range(d) if i not in (4, 1, 7)]
+    assert top(2) == [4, 1]
+    assert top(3) == [4, 1, 7]
+    assert top(5) == [4, 1, 7, 0, 2]
 
 
 def test_verdicts() -> None:
