@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    inference_socket: Path | None = Field(
+        None,
+        description="unix socket of a shared inference process to connect to instead of "
+        "starting one (`serve --workers N` sets it for its workers)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     # Dynamic batching.

@@ -1,30 +1,40 @@
 """The inference process: what the HTTP process hands its images to, as Triton's front end hands
 requests to its backends and BentoML's API server to its runners.
 
-    python -m labelclean.service.backend FD     # started by service.backend_client, never by hand
+    python -m labelclean.service.backend FD      # one HTTP process (started by backend_client)
+    python -m labelclean.service.backend --listen SOCKET --lifeline FD
+                                                  # every worker of `serve --workers N`
+                                                  # (started by shared_inference)
 
-FD is its end of a socketpair (service.channel frames). Settings come from the LABELCLEAN_*
-environment the HTTP process passes down. Messages:
+Never started by hand. With FD it serves the one HTTP process at the other end of that
+socketpair and exits when it closes. With --listen it serves every HTTP worker that connects to
+the unix socket SOCKET, so N workers share one model and one dynamic batcher (one model copy per
+host or GPU, batches gathered across workers), and it exits when the lifeline FD (a socket whose
+other end ``serve`` holds) closes. Settings come from the LABELCLEAN_* environment. Messages
+(service.channel frames):
 
     in:  ("classify", id, images, filenames, {"threshold", "top_k"})
          ("clean", id, images, filenames, {"labels", "threshold"})
-    out: ("reply", id, body)  ("error", id, exception)                   per request
-         ("state", ready, reason, providers)                            after loading
-         ("batch", size, queue_waits, inference_s)                      per model run
+    out: ("reply", id, body)  ("error", id, exception)           per request, to its sender
+         ("state", ready, reason, providers)                    after loading, and on connect
+         ("batch", size, queue_waits, inference_s)              per model run, to everyone
 
 Errors the client caused (bad labels, a corrupt image, a full queue) travel back as the
 exception itself, for the HTTP process's one error mapping; anything else is logged here with
 its traceback and travels as a plain RuntimeError (a 500 without details). It runs in its own
-session (Ctrl-C at the terminal goes to the HTTP process only) and exits when the HTTP process
-closes the socket or dies.
+session (Ctrl-C at the terminal goes to the HTTP process only).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..model.labels import InputError
@@ -40,36 +50,91 @@ EXPECTED = (InputError, ImageError, ApiError)
 
 
 class _Reporter(BatchObserver):
-    def __init__(self, channel: FrameChannel) -> None:
-        self.channel = channel
+    """Every connected HTTP process hears of every batch (a batch mixes their requests)."""
+
+    def __init__(self, channels: set[FrameChannel]) -> None:
+        self.channels = channels
 
     def batch(self, size: int, queue_waits: list[float], inference_s: float) -> None:
-        self.channel.send(("batch", size, queue_waits, inference_s))
+        for channel in self.channels:
+            channel.send(("batch", size, queue_waits, inference_s))
+
+
+class InferenceServer:
+    """The engine and the HTTP processes connected to it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.channels: set[FrameChannel] = set()
+        self.engine = Engine(settings, _Reporter(self.channels))
+        self.state: tuple[Any, ...] | None = None  # the "state" message, once loaded
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def channel(self, on_closed: Any = None) -> FrameChannel:
+        """A channel for one more HTTP process (a protocol factory for asyncio)."""
+
+        def on_message(message: Any) -> None:
+            task = asyncio.get_running_loop().create_task(_answer(self.engine, channel, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        def on_connected() -> None:
+            self.channels.add(channel)
+            if self.state is not None:
+                channel.send(self.state)
+
+        def closed(exc: Exception | None) -> None:
+            self.channels.discard(channel)
+            if on_closed is not None:
+                on_closed(exc)
+
+        channel = FrameChannel(on_message, closed, on_connected)
+        return channel
+
+    async def load(self) -> None:
+        await self.engine.load()
+        self.state = ("state", self.engine.ready, self.engine.reason, self.engine.providers)
+        for channel in self.channels:
+            channel.send(self.state)
+
+    async def stop(self) -> None:
+        for channel in list(self.channels):
+            channel.close()
+        for task in self._tasks:
+            task.cancel()
+        await self.engine.stop()
 
 
 async def serve(sock: socket.socket, settings: Settings) -> None:
+    """Serve the one HTTP process at the other end of ``sock`` until it closes."""
     loop = asyncio.get_running_loop()
+    server = InferenceServer(settings)
     closed: asyncio.Future[None] = loop.create_future()
-    tasks: set[asyncio.Task[None]] = set()
-
-    def on_message(message: Any) -> None:
-        task = loop.create_task(_answer(engine, channel, message))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def on_closed(_: Exception | None) -> None:
-        if not closed.done():
-            closed.set_result(None)
-
-    channel = FrameChannel(on_message, on_closed)
-    engine = Engine(settings, _Reporter(channel))
+    channel = server.channel(on_closed=lambda _: closed.done() or closed.set_result(None))
     await loop.connect_accepted_socket(lambda: channel, sock)
-    await engine.load()
-    channel.send(("state", engine.ready, engine.reason, engine.providers))
+    await server.load()
     await closed
-    for task in tasks:
-        task.cancel()
-    await engine.stop()
+    await server.stop()
+
+
+async def serve_shared(path: Path, lifeline: socket.socket, settings: Settings) -> None:
+    """Serve every HTTP process that connects to the unix socket ``path`` until ``lifeline``
+    closes (the ``serve`` process ended or let go of it)."""
+    loop = asyncio.get_running_loop()
+    server = InferenceServer(settings)
+    closed: asyncio.Future[None] = loop.create_future()
+    watcher = FrameChannel(lambda _: None, lambda _: closed.done() or closed.set_result(None))
+    await loop.connect_accepted_socket(lambda: watcher, lifeline)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a predecessor that was killed
+    listener = await loop.create_unix_server(server.channel, str(path))
+    try:
+        await server.load()
+        await closed
+    finally:
+        listener.close()
+        await server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 async def _answer(engine: Engine, channel: FrameChannel, message: tuple[Any, ...]) -> None:
@@ -91,20 +156,29 @@ async def _answer(engine: Engine, channel: FrameChannel, message: tuple[Any, ...
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m labelclean.service.backend")
+    parser.add_argument("fd", nargs="?", type=int, help="socketpair end of the one HTTP process")
+    parser.add_argument("--listen", type=Path, help="unix socket that HTTP workers connect to")
+    parser.add_argument("--lifeline", type=int, help="with --listen: exit when this fd closes")
+    args = parser.parse_args(argv)
+    if (args.fd is None) == (args.listen is None) or (args.listen and args.lifeline is None):
+        parser.error("give either FD, or --listen SOCKET --lifeline FD")
     settings = Settings()
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s:     [inference] %(message)s"
+        level=settings.log_level.upper(),
+        format=f"%(levelname)s:     [inference {os.getpid()}] %(message)s",
     )
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    sock = socket.socket(fileno=int(argv[0]))
     try:
         import uvloop  # uvicorn[standard] brings it; plain asyncio works too
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(sock, settings))
+    if args.listen is not None:
+        runner(serve_shared(args.listen, socket.socket(fileno=args.lifeline), settings))
+    else:
+        runner(serve(socket.socket(fileno=args.fd), settings))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The HTTP process's side of the inference process: starts it, sends it requests, keeps it
-running.
+"""The HTTP process's side of the inference process: starts it (or connects to a shared one),
+sends it requests, keeps it running.
 
     client = BackendClient(settings, on_state=..., on_batch=...)
     await client.start()
@@ -9,6 +9,11 @@ running.
 ``on_state(ready, reason, providers)`` is called when the inference process reports its model
 loaded (or not), and with ready=False when it dies; it is then restarted (after 1 s, doubling
 up to 30 s while it keeps dying), and requests in flight fail with 503 model_not_ready.
+
+With ``settings.inference_socket`` (the workers of ``serve --workers N``) it starts nothing: it
+connects to the shared inference process that ``serve`` runs (service.shared_inference), and
+when that goes away it reports not-ready and reconnects (every 0.1 s, backing off to 2 s) while
+``serve`` restarts it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
@@ -30,6 +36,7 @@ log = logging.getLogger("labelclean.service")
 StateFn = Callable[[bool, str, list[str]], None]
 BatchFn = Callable[[int, list[float], float], None]
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class BackendClient:
@@ -44,12 +51,39 @@ class BackendClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._failures = 0  # deaths since the model was last ready
+        self._lost: asyncio.Future[None] | None = None  # connect mode: the connection ended
 
     async def start(self) -> None:
-        await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name="inference-process"
-        )
+        if self.settings.inference_socket is not None:
+            watch = self._stay_connected(self.settings.inference_socket)
+        else:
+            await self._spawn()
+            watch = self._supervise()
+        self._supervisor = asyncio.get_running_loop().create_task(watch, name="inference-process")
+
+    async def _stay_connected(self, path: Path) -> None:
+        """Connect to the shared inference process; when it goes, say so and reconnect."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while not self._stopping:
+            lost: asyncio.Future[None] = loop.create_future()
+            self._lost = lost  # resolved by _on_closed
+            channel = FrameChannel(self._on_message, self._on_closed, self._on_connected)
+            try:
+                await loop.create_unix_connection(lambda c=channel: c, str(path))
+            except OSError as exc:
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                attempt += 1
+                self._on_state(False, f"waiting for the inference process at {path} "
+                               f"({exc.strerror or exc}); retrying in {delay:g} s", [])  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self._channel = channel
+            await lost
+            if not self._stopping:
+                log.error("the shared inference process went away; reconnecting")
+                self._on_state(False, "the inference process went away; reconnecting", [])
 
     async def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
@@ -118,7 +152,13 @@ class BackendClient:
                 self._failures = 0
             self._on_state(*message[1:])
 
+    def _on_connected(self) -> None:
+        """Connect mode: before anything it sends; its state comes once its model is loaded."""
+        self._on_state(False, "the model is loading in the inference process", [])
+
     def _on_closed(self, _: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         error = ModelNotReady("the inference process stopped while answering; retry")
         for future in self._pending.values():
             if not future.done():

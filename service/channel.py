@@ -1,5 +1,7 @@
 """Messages between the HTTP process and the inference process: pickled Python values in
-length-prefixed frames over one stream socket (a socketpair), both ways.
+length-prefixed frames over one stream socket, both ways: a socketpair, or with ``serve
+--workers N`` a unix socket in a directory only this user can open (a peer that can send
+frames can run code, as with any pickle; the socket is never on the network).
 
     channel = FrameChannel(on_message=handle, on_closed=gone)
     await loop.connect_accepted_socket(lambda: channel, sock)
@@ -22,10 +24,14 @@ HEADER = struct.Struct("!I")  # a frame holds one request: bodies are capped at 
 
 class FrameChannel(asyncio.Protocol):
     def __init__(
-        self, on_message: Callable[[Any], None], on_closed: Callable[[Exception | None], None]
+        self,
+        on_message: Callable[[Any], None],
+        on_closed: Callable[[Exception | None], None],
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_closed = on_closed
+        self._on_connected = on_connected
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
@@ -57,6 +63,8 @@ class FrameChannel(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self._on_connected is not None:
+            self._on_connected()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer

@@ -2,9 +2,12 @@
 
     run_server(Settings(model=Path("demo/run/bundle"), port=8000))
 
-One worker runs the app in this process; several run the ``create_app`` factory in uvicorn's
-worker processes, which read the same settings from the LABELCLEAN_* variables set here (each
-worker loads its own model and reports its own metrics).
+One worker runs the app in this process, with its own inference process. Several run the
+``create_app`` factory in uvicorn's worker processes, which read the same settings from the
+LABELCLEAN_* variables set here, and all connect to one inference process started here first
+(service.shared_inference): one model, one batcher. Request metrics are each worker's own;
+batch, queue-wait and inference metrics describe the shared process (every worker hears of
+every batch).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import uvicorn
 
 from ..settings import Settings
 from .app import create_app
+from .shared_inference import SharedInference
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -34,7 +38,9 @@ def run_server(settings: Settings) -> None:
     options = uvicorn_options(settings)
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
-    else:
+        return
+    with SharedInference(settings) as shared:
+        os.environ["LABELCLEAN_INFERENCE_SOCKET"] = str(shared.socket_path)
         uvicorn.run(
             "labelclean.service.app:create_app", factory=True, workers=settings.workers, **options
         )

@@ -7,7 +7,9 @@ torch is used here only to *make* the bundle; the servers under test never impor
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
+import json
 import os
 import socket
 import subprocess
@@ -102,29 +104,47 @@ class Server:
         with self.client() as c:
             return c.get("/metrics").text
 
-    def inference_pid(self) -> int:
-        """The pid of the server's inference process (its one child)."""
-        children = []
+    def inference_pids(self) -> list[int]:
+        """The pids of the inference processes under the server (children, grandchildren)."""
+        parents: dict[int, int] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the process ended meanwhile
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):  # the process ended meanwhile
                 continue
-            if int(fields[1]) == self.process.pid:  # field 4 of /proc/PID/stat: the parent
-                children.append(int(stat.parent.name))
-        assert len(children) == 1, f"expected one inference process, found {children}"
-        return children[0]
+        found = []
+        for pid in parents:
+            ancestor = parents.get(pid)
+            while ancestor is not None and ancestor != self.process.pid:
+                ancestor = parents.get(ancestor)
+            if ancestor is None:
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"labelclean.service.backend" in cmdline:
+                found.append(pid)
+        return found
+
+    def inference_pid(self) -> int:
+        """The pid of the server's one inference process."""
+        pids = self.inference_pids()
+        assert len(pids) == 1, f"expected one inference process, found {pids}"
+        return pids[0]
 
 
-def start_server(bundle: Path, log: Path, env: dict[str, str], *, ready: bool = True) -> Server:
-    """``labelclean serve`` in a subprocess; returns once /healthz (and /readyz) answer."""
+def start_server(
+    bundle: Path, log: Path, env: dict[str, str], *, ready: bool = True, args: tuple[str, ...] = ()
+) -> Server:
+    """``labelclean serve [args]`` in a subprocess; returns once /healthz (and /readyz) answer."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELCLEAN_")}
     full_env.update(env)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "labelclean.cli", "serve", "--model", str(bundle),
-             "--port", str(port)],
+             "--port", str(port), *args],
             env=full_env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     headers = AUTH if env.get("LABELCLEAN_API_KEYS") else {}
@@ -170,9 +190,11 @@ def server_factory(
 ) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(bundle: Path, env: dict[str, str], *, ready: bool = True) -> Server:
+    def make(
+        bundle: Path, env: dict[str, str], *, ready: bool = True, args: tuple[str, ...] = ()
+    ) -> Server:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = start_server(bundle, log, env, ready=ready)
+        server = start_server(bundle, log, env, ready=ready, args=args)
         started.append(server)
         return server
 
@@ -185,3 +207,23 @@ def server_factory(
 def server(server_factory: Callable[..., Server], bundle_dir: Path) -> Server:
     """The main server: API keys on, small limits, batches of up to 8 within 50 ms."""
     return server_factory(bundle_dir, MAIN_ENV)
+
+
+def burst(requests: list[httpx.Request]) -> list[dict]:
+    """Send every request before reading any answer, one connection each, so that they are all
+    at the server at once (a thread per request can let each finish before the next is sent)."""
+    connections = []
+    for request in requests:
+        connection = http.client.HTTPConnection(request.url.host, request.url.port, timeout=30)
+        connection.connect()
+        connections.append(connection)
+    for connection, request in zip(connections, requests, strict=True):
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        connection.request("POST", request.url.path, body=request.read(), headers=headers)
+    answers = []
+    for connection in connections:
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        answers.append(json.loads(response.read()))
+        connection.close()
+    return answers

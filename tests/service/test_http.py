@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ from labelclean.model.bundle import load_bundle
 from labelclean.model.cleaning import DEFAULT_LIMITS, prepare_image
 from labelclean.model.runtime import OnnxModel
 
-from .conftest import API_KEY, CLASSES, Server
+from .conftest import API_KEY, CLASSES, Server, burst
 
 IDS = [c for c, _ in CLASSES]
 
@@ -121,26 +120,6 @@ def test_clean_several_images_keep_their_own_labels(server: Server, images) -> N
     assert noisy == [{IDS[0]}, {IDS[9]}, set()]
 
 
-def burst(server: Server, requests: list[httpx.Request]) -> list[dict]:
-    """Send every request before reading any answer, one connection each, so that they are all
-    at the server at once (a thread per request can let each finish before the next is sent)."""
-    connections = []
-    for request in requests:
-        connection = http.client.HTTPConnection(request.url.host, request.url.port, timeout=30)
-        connection.connect()
-        connections.append(connection)
-    for connection, request in zip(connections, requests, strict=True):
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        connection.request("POST", request.url.path, body=request.read(), headers=headers)
-    answers = []
-    for connection in connections:
-        response = connection.getresponse()
-        assert response.status == 200, response.read()
-        answers.append(json.loads(response.read()))
-        connection.close()
-    return answers
-
-
 def test_concurrent_requests_are_batched(server: Server, images, reference) -> None:
     def batch_counts() -> tuple[float, float]:
         text = server.metrics()
@@ -162,7 +141,7 @@ def test_concurrent_requests_are_batched(server: Server, images, reference) -> N
             )  # fmt: skip
             for i in range(first, first + 24)
         ]
-        for i, body in enumerate(burst(server, bodies), start=first):
+        for i, body in enumerate(burst(bodies), start=first):
             labels = {x["id"]: x["score"] for x in body["results"][0]["labels"]}
             results.append((i, [labels[c] for c in IDS]))
     after_count, after_ones = batch_counts()
