@@ -3,9 +3,10 @@ in an inference process. No torch in either.
 
 app.py            create_app(): lifespan, routers, middleware
 state.py          what the HTTP process holds: bundle metadata, readiness, the inference process
-backend_client.py starts, feeds and restarts the inference process
-channel.py        pickled frames over the socketpair between the two processes
+backend_client.py starts, feeds and restarts the inference process (or connects to a shared one)
+channel.py        pickled frames over the socket between the two processes
 backend.py        the inference process's main: requests in, response bodies out
+shared_inference.py  `serve --workers N`: one inference process for all workers, restarted
 engine.py         the model there: session, warm-up, batcher, decode threads, the two pipelines
 batcher.py        dynamic batching into one ONNX Runtime run per batch
 threads.py        the small thread pool for decoding and inference
