@@ -11,6 +11,7 @@ naming the setting instead of misbehaving later.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -51,7 +52,11 @@ class Settings(BaseSettings):
     max_queue_images: int = Field(
         2048, ge=1, le=1_000_000, description="images waiting or decoding; more -> 503"
     )
-    decode_threads: int = Field(2, ge=1, le=64, description="threads that decode and resize")
+    decode_threads: int = Field(
+        0, ge=0, le=64,
+        description="threads that decode and resize; 0 = one per CPU this process may use, "
+        "2 to 16 (Pillow lets go of the GIL while it decodes, so they run in parallel)",
+    )  # fmt: skip
     inference_threads: int = Field(0, ge=0, le=256, description="ORT intra-op threads, 0=auto")
     gil_switch_interval_ms: float = Field(
         0.2, gt=0, le=100,
@@ -147,3 +152,16 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings from the environment, built once (FastAPI dependency; tests override it)."""
     return Settings()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def decode_threads(settings: Settings) -> int:
+    """``settings.decode_threads``, or for 0 one per usable CPU, at least 2 and at most 16."""
+    return settings.decode_threads or min(16, max(2, usable_cpus()))

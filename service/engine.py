@@ -29,7 +29,7 @@ from ..model.bundle import Bundle, load_bundle
 from ..model.classifying import classify_images
 from ..model.cleaning import ImageLimits, clean_images
 from ..model.runtime import OnnxModel
-from ..settings import Settings
+from ..settings import Settings, decode_threads
 from .batcher import BatchObserver, DynamicBatcher
 from .errors import ModelNotReady
 from .threads import ThreadPool
@@ -48,7 +48,7 @@ class Engine:
         self.ready = False
         self.reason = "the model is loading"
         self.limits = ImageLimits(settings.max_pixels, settings.allowed_formats)
-        self._decode_pool = ThreadPool(settings.decode_threads, "decode")
+        self._decode_pool = ThreadPool(decode_threads(settings), "decode")
         self.offload = self._decode_pool.run
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from labelclean.model.runtime import OnnxModel
 from labelclean.service.batcher import DynamicBatcher
 from pydantic import ValidationError
 
-from labelclean.settings import Settings
+from labelclean.settings import Settings, decode_threads
 
 from .conftest import Server
 
@@ -194,6 +195,15 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.allowed_formats == ("PNG", "JPEG") and s.max_queue_delay_ms == 2.5
     assert "k" * 16 not in repr(s)  # keys never show in logs
     assert Settings(**{k.removeprefix("LABELCLEAN_").lower(): v for k, v in s.env().items()}) == s
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 2), (8, 8), (64, 16)])
+def test_decode_threads_follow_the_usable_cpus(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cpus)), raising=False)
+    assert decode_threads(Settings()) == expected
+    assert decode_threads(Settings(decode_threads=3)) == 3
 
 
 def test_serve_refuses_a_bad_bundle(tmp_path: Path) -> None:
