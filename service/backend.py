@@ -17,7 +17,7 @@ other end ``serve`` holds) closes. Settings come from the LABELCLEAN_* environme
          ("clean", id, images, filenames, {"labels", "threshold"})
     out: ("reply", id, body)  ("error", id, exception)           per request, to its sender
          ("state", ready, reason, providers)                    after loading, and on connect
-         ("batch", size, queue_waits, inference_s)              per model run, to everyone
+         ("batch", size, queue_waits, inference_s)              per model run, to one of them
 
 Errors the client caused (bad labels, a corrupt image, a full queue) travel back as the
 exception itself, for the HTTP process's one error mapping; anything else is logged here with
@@ -50,21 +50,23 @@ EXPECTED = (InputError, ImageError, ApiError)
 
 
 class _Reporter(BatchObserver):
-    """Every connected HTTP process hears of every batch (a batch mixes their requests)."""
+    """Batches go to one HTTP process, the longest connected: the workers of ``serve
+    --workers N`` pool their metrics, so each batch is counted once."""
 
-    def __init__(self, channels: set[FrameChannel]) -> None:
-        self.channels = channels
+    def __init__(self, channels: dict[FrameChannel, None]) -> None:
+        self.channels = channels  # an ordered set: oldest connection first
 
     def batch(self, size: int, queue_waits: list[float], inference_s: float) -> None:
         for channel in self.channels:
             channel.send(("batch", size, queue_waits, inference_s))
+            return
 
 
 class InferenceServer:
     """The engine and the HTTP processes connected to it."""
 
     def __init__(self, settings: Settings) -> None:
-        self.channels: set[FrameChannel] = set()
+        self.channels: dict[FrameChannel, None] = {}
         self.engine = Engine(settings, _Reporter(self.channels))
         self.state: tuple[Any, ...] | None = None  # the "state" message, once loaded
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,12 +80,12 @@ class InferenceServer:
             task.add_done_callback(self._tasks.discard)
 
         def on_connected() -> None:
-            self.channels.add(channel)
+            self.channels[channel] = None
             if self.state is not None:
                 channel.send(self.state)
 
         def closed(exc: Exception | None) -> None:
-            self.channels.discard(channel)
+            self.channels.pop(channel, None)
             if on_closed is not None:
                 on_closed(exc)
 

@@ -9,14 +9,20 @@
     labelclean_model_ready                                         gauge, 1 when ready
 
 ``endpoint`` is the route's path template (``unmatched`` for unknown paths), never the raw path.
+
+With ``serve --workers N`` the workers share prometheus-client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set by ``serve`` in a fresh directory): whichever worker answers
+GET /metrics reports the sum over all of them, and over workers that uvicorn replaced.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batcher import BatchObserver
@@ -53,7 +59,15 @@ class Metrics(BatchObserver):
         self.images = Counter(
             "labelclean_images", "Images classified or cleaned", ["endpoint"], registry=r
         )
-        self.ready = Gauge("labelclean_model_ready", "1 when the model is ready", registry=r)
+        self.ready = Gauge(
+            "labelclean_model_ready", "1 when the model is ready", registry=r,
+            multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.exposed = r
+        """What GET /metrics reports: this registry, or every worker's values."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed)
 
     def batch(self, size: int, queue_waits: list[float], inference_s: float) -> None:
         self.batch_size.observe(size)

@@ -1,4 +1,4 @@
-"""GET /metrics: the app's Prometheus registry in the text exposition format."""
+"""GET /metrics: the app's Prometheus registry (or all workers') in the text exposition format."""
 
 from __future__ import annotations
 
@@ -21,5 +21,5 @@ router = APIRouter(tags=["metrics"], dependencies=[Depends(require_api_key)])
     },
 )
 async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
+    registry = request.app.state.metrics.exposed
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,14 +5,14 @@
 One worker runs the app in this process, with its own inference process. Several run the
 ``create_app`` factory in uvicorn's worker processes, which read the same settings from the
 LABELCLEAN_* variables set here, and all connect to one inference process started here first
-(service.shared_inference): one model, one batcher. Request metrics are each worker's own;
-batch, queue-wait and inference metrics describe the shared process (every worker hears of
-every batch).
+(service.shared_inference): one model, one batcher. Their metrics are pooled through
+prometheus-client's multiprocess mode, so any worker's /metrics shows the whole server.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -39,8 +39,12 @@ def run_server(settings: Settings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return
-    with SharedInference(settings) as shared:
+    with (
+        SharedInference(settings) as shared,
+        tempfile.TemporaryDirectory(prefix="labelclean-metrics-") as metrics_dir,
+    ):
         os.environ["LABELCLEAN_INFERENCE_SOCKET"] = str(shared.socket_path)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by the workers' imports
         uvicorn.run(
             "labelclean.service.app:create_app", factory=True, workers=settings.workers, **options
         )

@@ -1,5 +1,6 @@
 """``labelclean serve --workers 2``: two uvicorn workers share one inference process (one model,
-one dynamic batcher), which ``serve`` restarts when it dies and stops on the way out."""
+one dynamic batcher), which ``serve`` restarts when it dies and stops on the way out, and they
+pool their metrics."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ WORKERS_ENV = {
 
 
 def metric(text: str, name: str) -> float:
-    return float(re.search(rf"^{name} (\S+)$", text, re.M)[1])
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)[1])
 
 
 def ready_everywhere(server: Server, timeout: float = 60) -> None:
@@ -60,12 +61,16 @@ def test_workers_share_one_inference_process_and_its_batches(
         assert [a["results"][0]["filename"] for a in answers] == [
             f"{i}.png" for i in range(first, first + 24)
         ]
-    # Every worker hears of every batch of the shared process, so whichever worker answers
-    # the scrape counts all 48 images, in fewer than 48 batches.
+    # The workers pool their metrics, so whichever one answers the scrape reports the whole
+    # server: 48 requests and images, each batch counted once, fewer batches than images.
+    classify = 'endpoint="/classify",method="POST",status="200"'
     for _ in range(6):
         text = httpx.get(server.url + "/metrics", timeout=5).text
+        assert metric(text, f"labelclean_requests_total{{{classify}}}") == 48
+        assert metric(text, 'labelclean_images_total{endpoint="/classify"}') == 48
         assert metric(text, "labelclean_batch_size_sum") == 48
         assert metric(text, "labelclean_batch_size_count") < 48
+        assert metric(text, "labelclean_model_ready") == 1
 
 
 def test_a_killed_shared_inference_process_is_restarted_and_stopped_with_the_server(
