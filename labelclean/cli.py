@@ -209,7 +209,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="bundle folder (default: $LABELCLEAN_MODEL)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, help="port (default 8000)")
-    p.add_argument("--workers", type=int, help="worker processes, each with its own model")
+    p.add_argument(
+        "--workers", type=int,
+        help="HTTP worker processes (default 1); they share one inference process and model",
+    )  # fmt: skip
     p.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
