@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve_bench.py                 # both bundles, concurrency 1,8,32
     .venv/bin/python benchmarks/serve_bench.py --only demo --duration 5
+    .venv/bin/python benchmarks/serve_bench.py --only resnet50 --device cuda   # a GPU host
 
 For each bundle it starts ``labelclean serve`` (a subprocess), then drives POST /classify from
 another process (``--drive``: a minimal keep-alive HTTP/1.1 client on asyncio, one connection
@@ -123,14 +124,18 @@ def demo_images(bundle: Path, n: int = 64) -> list[bytes]:
 # ---------------------------------------------------------------- raw ONNX Runtime
 
 
-def raw_onnxruntime(bundle_dir: Path, payloads: list[bytes], batches: list[int]) -> dict:
+def raw_onnxruntime(
+    bundle_dir: Path, payloads: list[bytes], batches: list[int], device: str = "auto"
+) -> dict:
     """In-process OnnxModel.run on preprocessed real images: images/s and batch latency."""
     from labelclean.model.bundle import load_bundle
     from labelclean.model.cleaning import DEFAULT_LIMITS, prepare_image
     from labelclean.model.runtime import OnnxModel
 
     bundle = load_bundle(bundle_dir)
-    model = OnnxModel(bundle)
+    model = OnnxModel(bundle, device=device)  # type: ignore[arg-type]
+    if not model.ready:
+        raise SystemExit(f"raw ONNX Runtime: device={device} but it runs on {model.providers}")
     pixels = [prepare_image(p, bundle.input, DEFAULT_LIMITS) for p in payloads]
     out = {"provider": model.provider}
     for n in batches:
@@ -174,6 +179,7 @@ def wait_up(port: int, path: str, process: subprocess.Popen, timeout: float = 12
 
 
 def start_service(bundle: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """``labelclean serve`` on ``bundle``; returns once /readyz is 200 (the provider as asked)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABELCLEAN_")}
     full_env.update({"LABELCLEAN_LOG_LEVEL": "warning", **env})
@@ -183,6 +189,12 @@ def start_service(bundle: Path, env: dict[str, str]) -> tuple[subprocess.Popen, 
     )  # fmt: skip
     wait_up(port, "/readyz", process)
     return process, port
+
+
+def service_provider(port: int) -> str:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["provider"]
 
 
 def start_bare() -> tuple[subprocess.Popen, int]:
@@ -330,26 +342,28 @@ def load_levels(port: int, payloads: list[bytes], levels: list[int], seconds: fl
 def bench_resnet(levels: list[int], seconds: float, env: dict[str, str]) -> dict:
     bundle = resnet_bundle()
     payloads = photos()
-    print("resnet50 224x224, raw ONNX Runtime in-process:", flush=True)
-    raw = raw_onnxruntime(bundle, payloads, [1, 8, 32])
+    raw = raw_onnxruntime(bundle, payloads, [1, 8, 32], env["LABELCLEAN_DEVICE"])
+    print(f"resnet50 224x224, raw ONNX Runtime in-process on {raw['provider']}:", flush=True)
     for n in (1, 8, 32):
         print(f"  batch {n:<3} {raw[n]['images_per_s']:8.1f} images/s  "
               f"({raw[n]['batch_ms_p50']:.1f} ms per run)", flush=True)  # fmt: skip
     process, port = start_service(bundle, env)
     try:
-        print(f"resnet50 service (POST /classify, one {len(payloads[0]) // 1024} KB JPEG photo "
-              "per request):", flush=True)  # fmt: skip
+        provider = service_provider(port)
+        print(f"resnet50 service on {provider} (POST /classify, one {len(payloads[0]) // 1024} "
+              "KB JPEG photo per request):", flush=True)  # fmt: skip
         service = load_levels(port, payloads, levels, seconds)
     finally:
         stop(process)
-    return {"raw": raw, "service": service}
+    return {"raw": raw, "service": service, "service_provider": provider}
 
 
 def bench_demo(bundle: Path, levels: list[int], seconds: float, env: dict[str, str]) -> dict:
     payloads = demo_images(bundle)
-    raw = raw_onnxruntime(bundle, payloads, [1, 32])
-    print(f"demo bundle, raw ONNX Runtime: batch 1 {raw[1]['batch_ms_p50']:.2f} ms per run, "
-          f"batch 32 {raw[32]['images_per_s']:.0f} images/s", flush=True)  # fmt: skip
+    raw = raw_onnxruntime(bundle, payloads, [1, 32], env["LABELCLEAN_DEVICE"])
+    print(f"demo bundle, raw ONNX Runtime on {raw['provider']}: batch 1 "
+          f"{raw[1]['batch_ms_p50']:.2f} ms per run, batch 32 {raw[32]['images_per_s']:.0f} "
+          "images/s", flush=True)  # fmt: skip
     process, port = start_bare()
     try:
         print("bare FastAPI endpoint (receives the multipart upload, nothing else):", flush=True)
@@ -358,11 +372,13 @@ def bench_demo(bundle: Path, levels: list[int], seconds: float, env: dict[str, s
         stop(process)
     process, port = start_service(bundle, env)
     try:
-        print("demo service (POST /classify, one 28x28 PNG per request):", flush=True)
+        provider = service_provider(port)
+        print(f"demo service on {provider} (POST /classify, one 28x28 PNG per request):",
+              flush=True)  # fmt: skip
         service = load_levels(port, payloads, levels, seconds)
     finally:
         stop(process)
-    return {"raw": raw, "bare": bare, "service": service}
+    return {"raw": raw, "bare": bare, "service": service, "service_provider": provider}
 
 
 def verdicts(results: dict) -> list[str]:
@@ -433,11 +449,16 @@ def main() -> None:
     parser.add_argument("--demo-bundle", type=Path, default=ROOT / "demo" / "run" / "bundle")
     parser.add_argument("--max-batch-size", default="32")
     parser.add_argument("--max-queue-delay-ms", default="5")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="for the service (LABELCLEAN_DEVICE) and raw ONNX Runtime alike; cuda demands it",
+    )  # fmt: skip
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     (OUT / "serve").mkdir(parents=True, exist_ok=True)
     env = {"LABELCLEAN_MAX_BATCH_SIZE": args.max_batch_size,
-           "LABELCLEAN_MAX_QUEUE_DELAY_MS": args.max_queue_delay_ms}  # fmt: skip
+           "LABELCLEAN_MAX_QUEUE_DELAY_MS": args.max_queue_delay_ms,
+           "LABELCLEAN_DEVICE": args.device}  # fmt: skip
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor()}",
         "load_before": os.getloadavg()[0],
