@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -62,8 +63,8 @@ class Bundle:
     # alone took 1.25 ms to build, two thirds of a /clean request (benchmarks/RESULTS.md).
     @cached_property
     def index(self) -> dict[str, int]:
-        """Label id -> column of the model's (N, d) inputs and outputs."""
-        return {c.id: i for i, c in enumerate(self.classes)}
+        """``label_index(self.classes)``."""
+        return label_index(self.classes)
 
     @cached_property
     def score_thresholds(self) -> np.ndarray:
@@ -86,6 +87,11 @@ class Bundle:
             "metrics": self.metrics,
             "sha256": self.sha256,
         }
+
+
+def label_index(classes: Sequence[LabelClass]) -> dict[str, int]:
+    """Label id -> column of the model's (N, d) inputs and outputs."""
+    return {c.id: i for i, c in enumerate(classes)}
 
 
 def _read_only(values: list[float]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Request-side label handling, shared by the HTTP service, the bulk worker and the offline CLI.
 
-    index = bundle.index                      # label_index(bundle.classes), built once
+    index = bundle.index                      # model.bundle.label_index, built once
     y = parse_labels('["/m/01g317", {"label": "/m/0k4j", "confidence": 0.7}]', index)  # (d,)
     t = parse_thresholds('{"/m/0k4j": 0.8}', index, bundle.cleaned_thresholds)      # (d,)
 
@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import LabelClass
-
 
 class InputError(ValueError):
     """A request value that cannot be used; ``unknown`` lists label ids not in the model."""
@@ -31,11 +29,6 @@ class InputError(ValueError):
         self.code = code
         self.field = field
         self.unknown = list(unknown)
-
-
-def label_index(classes: Sequence[LabelClass]) -> dict[str, int]:
-    """Label id -> column of the model's (N, d) inputs and outputs."""
-    return {c.id: i for i, c in enumerate(classes)}
 
 
 def _json(value: str | Any, field: str) -> Any:

@@ -57,9 +57,9 @@ class _Reporter(BatchObserver):
         self.channels = channels  # an ordered set: oldest connection first
 
     def batch(self, size: int, queue_waits: list[float], inference_s: float) -> None:
-        for channel in self.channels:
-            channel.send(("batch", size, queue_waits, inference_s))
-            return
+        oldest = next(iter(self.channels), None)
+        if oldest is not None:
+            oldest.send(("batch", size, queue_waits, inference_s))
 
 
 class InferenceServer:

@@ -39,6 +39,20 @@ RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
+def backoff(delays: Sequence[float], attempt: int) -> float:
+    """The wait before retry number ``attempt`` (0-based): the last delay once they run out."""
+    return delays[min(attempt, len(delays) - 1)]
+
+
+def inference_process(settings: Settings, *args: str) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of an inference process (service.backend ``args``): the
+    settings as LABELCLEAN_* variables, less what only the HTTP side uses."""
+    env = {**os.environ, **settings.env()}
+    env.pop("LABELCLEAN_API_KEYS", None)  # the inference process serves no HTTP
+    env.pop("LABELCLEAN_INFERENCE_SOCKET", None)  # it is the inference process
+    return [sys.executable, "-m", "labelclean.service.backend", *args], env
+
+
 class BackendClient:
     def __init__(self, settings: Settings, *, on_state: StateFn, on_batch: BatchFn) -> None:
         self.settings = settings
@@ -72,7 +86,7 @@ class BackendClient:
             try:
                 await loop.create_unix_connection(lambda c=channel: c, str(path))
             except OSError as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                delay = backoff(RECONNECT_DELAYS, attempt)
                 attempt += 1
                 self._on_state(False, f"waiting for the inference process at {path} "
                                f"({exc.strerror or exc}); retrying in {delay:g} s", [])  # fmt: skip
@@ -87,13 +101,11 @@ class BackendClient:
 
     async def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
-        env = {**os.environ, **self.settings.env()}
-        env.pop("LABELCLEAN_API_KEYS", None)  # the inference process serves no HTTP
+        argv, env = inference_process(self.settings, str(theirs.fileno()))
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "labelclean.service.backend", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
-            )  # fmt: skip
+                *argv, pass_fds=(theirs.fileno(),), env=env, start_new_session=True
+            )
         finally:
             theirs.close()
         channel = FrameChannel(self._on_message, self._on_closed)
@@ -106,7 +118,7 @@ class BackendClient:
             code = await self._process.wait()
             if self._stopping:
                 return
-            delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+            delay = backoff(RESTART_DELAYS, self._failures)
             self._failures += 1
             reason = f"the inference process exited (code {code}); restarting in {delay:g} s"
             log.error("%s", reason)

@@ -19,11 +19,9 @@ restarts happen on a thread.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..settings import Settings
-from .backend_client import RESTART_DELAYS
+from .backend_client import RESTART_DELAYS, backoff, inference_process
 
 log = logging.getLogger("labelclean.service")
 HEALTHY_AFTER_S = 60.0  # a process that lived this long resets the back-off
@@ -48,10 +46,6 @@ class SharedInference:
         self._lifeline: socket.socket | None = None
         self._thread = threading.Thread(target=self._supervise, name="inference", daemon=True)
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def __enter__(self) -> SharedInference:
         self.start()
         return self
@@ -67,15 +61,13 @@ class SharedInference:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
-        env = {**os.environ, **self.settings.env()}
-        env.pop("LABELCLEAN_API_KEYS", None)  # the inference process serves no HTTP
-        env.pop("LABELCLEAN_INFERENCE_SOCKET", None)
+        argv, env = inference_process(
+            self.settings, "--listen", str(self.socket_path), "--lifeline", str(theirs.fileno())
+        )
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "labelclean.service.backend",
-                 "--listen", str(self.socket_path), "--lifeline", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
-            )  # fmt: skip
+                argv, pass_fds=(theirs.fileno(),), env=env, start_new_session=True
+            )
         finally:
             theirs.close()
         self._lifeline = ours
@@ -90,7 +82,7 @@ class SharedInference:
                 return
             if time.monotonic() - started >= HEALTHY_AFTER_S:
                 failures = 0
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            delay = backoff(RESTART_DELAYS, failures)
             failures += 1
             log.error("the inference process exited (code %s); restarting in %g s", code, delay)
             if self._stopping.wait(delay):

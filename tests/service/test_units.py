@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from labelclean.model.bundle import LabelClass, load_bundle
+from labelclean.model.bundle import LabelClass, label_index, load_bundle
 from labelclean.model.classifying import classify_images
 from labelclean.model.cleaning import clean_images_sync, verdicts
-from labelclean.model.labels import InputError, label_index, parse_labels, parse_thresholds
+from labelclean.model.labels import InputError, parse_labels, parse_thresholds
 from labelclean.model.runtime import OnnxModel
 from labelclean.service.batcher import DynamicBatcher
 from pydantic import ValidationError
