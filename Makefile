@@ -1,4 +1,5 @@
-# The targets a newcomer guesses. `make test` and `make run` install first when needed.
+# The targets a newcomer guesses. `make test` and `make run` set everything up first when needed:
+# the system packages (`make deps`: redis-server, Fashion-MNIST) and the virtual environment.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA ?= demo/data
 DEMO_RUN ?= demo/run
 
-.PHONY: install test run lint bench clean
+.PHONY: deps install test run lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[service,train,dev]'
 	touch $(STAMP)
 
+# System packages: apt-get installs what is missing when run as root, else it names the command.
+deps:
+	@scripts/system-deps
+
 install: $(STAMP)
 
-test: $(STAMP)
+test: deps $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -28,11 +33,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_BUNDLE := $(DEMO_RUN)/bundle
 
-$(DEMO_BUNDLE)/bundle.json: | $(STAMP)
+$(DEMO_BUNDLE)/bundle.json: | deps $(STAMP)
 	test -f $(DEMO_DATA)/class-descriptions.csv || $(BIN)/labelclean demo-data --out $(DEMO_DATA)
 	$(BIN)/labelclean train --data $(DEMO_DATA) --out $(DEMO_RUN)
 
-run: $(STAMP) $(DEMO_BUNDLE)/bundle.json
+run: deps $(STAMP) $(DEMO_BUNDLE)/bundle.json
 	@img=$$(ls $(DEMO_DATA)/images | head -n 1); url=http://$(HOST):$(PORT); \
 	echo; echo "Serving $(DEMO_BUNDLE) on $$url (Ctrl-C stops). In another shell:"; \
 	echo "  curl -s -F image=@$(DEMO_DATA)/images/$$img $$url/classify"; \
@@ -40,7 +45,7 @@ run: $(STAMP) $(DEMO_BUNDLE)/bundle.json
 	echo "  curl -s $$url/model    # classes, thresholds, provider"; echo
 	$(BIN)/labelclean serve --model $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
-bench: $(STAMP)
+bench: deps $(STAMP)
 	$(BIN)/labelclean demo-data --out benchmarks/out/data
 	$(BIN)/labelclean benchmark --data benchmarks/out/data --out benchmarks/out/bench --seeds 0,1
 

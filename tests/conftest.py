@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def missing_system_packages() -> list[str]:
+    """The Debian packages the suite needs that are not installed (`make deps` installs them)."""
+    missing = []
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server")
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        missing.append("dataset-fashion-mnist")
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop the run at once when a system package is missing: skips are for a missing GPU only."""
+    missing = missing_system_packages()
+    if missing:
+        pytest.exit(
+            f"the tests need system packages that are missing: {', '.join(missing)}. "
+            "Run `make test` (it installs them as root), or: "
+            f"apt-get update && apt-get install -y {' '.join(missing)}",
+            returncode=3,
+        )
 TINY = dict(
     n_train=150,
     n_verified=40,

@@ -8,13 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from labelclean.cli import main
 
 from .conftest import FAST_TRAIN, free_port
-
-boto3 = pytest.importorskip("boto3")
 
 
 @pytest.fixture(scope="module")

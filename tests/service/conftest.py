@@ -50,9 +50,8 @@ def png(pixels: np.ndarray, **save: object) -> bytes:
 
 @pytest.fixture(scope="session")
 def images() -> list[bytes]:
-    """Twelve real 28x28 greyscale PNGs."""
-    if not FASHION.is_file():
-        pytest.skip("Fashion-MNIST is not installed")
+    """Twelve real 28x28 greyscale PNGs (the root conftest stops the run if Fashion-MNIST is
+    missing)."""
     return [png(p) for p in fashion_pixels(12)]
 
 
