@@ -75,6 +75,38 @@ class Settings(BaseSettings):
         (), description="comma-separated; when set, all but /healthz need a Bearer key"
     )
 
+    # Bulk jobs (Redis queue, workers) and storage.
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis holding the job queue and job state"
+    )
+    file_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (),
+        description="comma-separated folders that file:// job URIs may read and write; "
+        "empty = file:// refused (the offline `labelclean clean` allows local paths anywhere)",
+    )
+    storage_protocols: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("file", "s3"),
+        description="URI schemes jobs may use (fsspec protocols: file, s3; gcs and az when "
+        "gcsfs / adlfs are installed)",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO, Ceph or moto (default: AWS)"
+    )
+    job_chunk_size: int = Field(
+        1000, ge=1, le=100_000, description="images per chunk: the unit a worker takes"
+    )
+    job_max_tries: int = Field(
+        3, ge=1, le=100, description="tries of a chunk before it goes to the dead-letter stream"
+    )
+    job_claim_idle_s: float = Field(
+        60.0, gt=0, le=86_400,
+        description="a chunk held this long by a silent worker is reclaimed by another",
+    )  # fmt: skip
+    job_retention_s: int = Field(
+        7 * 86_400, ge=60, description="how long finished jobs' state stays in Redis"
+    )
+    worker_batch_size: int = Field(32, ge=1, le=1024, description="images per ONNX run, worker")
+
     @field_validator("allowed_formats", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:
@@ -88,6 +120,13 @@ class Settings(BaseSettings):
             if not formats:
                 raise ValueError("at least one image format must be allowed")
             return formats
+        return value
+
+    @field_validator("file_roots", "storage_protocols", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
     @field_validator("api_keys", mode="before")
@@ -143,7 +182,7 @@ class Settings(BaseSettings):
             if name == "api_keys":
                 value = ",".join(k.get_secret_value() for k in value)
             elif isinstance(value, tuple):
-                value = ",".join(value)
+                value = ",".join(map(str, value))
             out[f"LABELCLEAN_{name.upper()}"] = str(value)
         return out
 
