@@ -72,29 +72,40 @@ def test_classify_uses_bundle_thresholds_then_top_k(server: Server, images, refe
 
 
 def test_clean_verdicts(server: Server, images, reference) -> None:
-    given = [IDS[0], {"label": IDS[1], "confidence": 0.6}, IDS[7]]
+    given = [
+        IDS[0],
+        {"label": IDS[1], "confidence": 0.6},
+        IDS[7],
+        {"label": IDS[5], "confidence": 0.2},
+    ]
     noisy = np.zeros(len(IDS), np.float32)
-    noisy[[0, 1, 7]] = [1.0, 0.6, 1.0]
+    noisy[[0, 1, 7, 5]] = [1.0, 0.6, 1.0, 0.2]
     _, cleaned = reference(images[4], noisy)
+    expected = {}  # model.cleaning's rule, applied to the reference's cleaned scores
+    for i, label in enumerate(IDS):
+        present, passes = noisy[i] > 0, cleaned[i] >= 0.5
+        if present:
+            expected[label] = "kept" if passes else "removed"
+        elif passes:
+            expected[label] = "added"
+    # this image and these labels give every verdict, each cleaned score well off the threshold
+    assert set(expected.values()) == {"kept", "removed", "added"}, expected
+    assert np.abs(cleaned - 0.5).min() > 0.05
     with server.client() as c:
         r = c.post("/clean", files=files(images[4]), data={"labels": json.dumps(given)})
     assert r.status_code == 200, r.text
     result = r.json()["results"][0]
-    by_id = {v["id"]: v for v in result["labels"]}
-    for i, label in enumerate(IDS):
-        present, passes = noisy[i] > 0, cleaned[i] >= 0.5
-        if not (present or passes):
-            assert label not in by_id
-            continue
-        v = by_id[label]
+    assert {v["id"]: v["verdict"] for v in result["labels"]} == expected
+    for v in result["labels"]:
+        i = IDS.index(v["id"])
         assert v["noisy"] == pytest.approx(float(noisy[i]))
         assert v["cleaned"] == pytest.approx(float(cleaned[i]), abs=2e-6)
         assert v["threshold"] == 0.5
-        assert v["verdict"] == ("kept" if passes else "removed") if present else "added"
+    listed = [v["cleaned"] for v in result["labels"]]
+    assert listed == sorted(listed, reverse=True)  # highest cleaned score first
     assert result["cleaned_labels"] == [
         v["id"] for v in result["labels"] if v["verdict"] != "removed"
     ]
-    assert {"kept", "removed", "added"} & {v["verdict"] for v in result["labels"]}
 
 
 def test_clean_threshold_override_turns_verdicts(server: Server, images) -> None:
