@@ -208,9 +208,10 @@ def server(server_factory: Callable[..., Server], bundle_dir: Path) -> Server:
     return server_factory(bundle_dir, MAIN_ENV)
 
 
-def burst(requests: list[httpx.Request]) -> list[dict]:
+def send_burst(requests: list[httpx.Request]) -> list[tuple[int, bytes]]:
     """Send every request before reading any answer, one connection each, so that they are all
-    at the server at once (a thread per request can let each finish before the next is sent)."""
+    at the server at once (a thread per request can let each finish before the next is sent);
+    (status, body) of each, in request order."""
     connections = []
     for request in requests:
         connection = http.client.HTTPConnection(request.url.host, request.url.port, timeout=30)
@@ -222,7 +223,14 @@ def burst(requests: list[httpx.Request]) -> list[dict]:
     answers = []
     for connection in connections:
         response = connection.getresponse()
-        assert response.status == 200, response.read()
-        answers.append(json.loads(response.read()))
+        answers.append((response.status, response.read()))
         connection.close()
     return answers
+
+
+def burst(requests: list[httpx.Request]) -> list[dict]:
+    """``send_burst`` where every answer must be a 200: their JSON bodies."""
+    answers = send_burst(requests)
+    for status, body in answers:
+        assert status == 200, body
+    return [json.loads(body) for _, body in answers]
