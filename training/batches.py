@@ -198,4 +198,4 @@ class Cycler:
             self.pos += len(chunk)
             k -= len(chunk)
             out.append(chunk)
-        return torch.cat(out)
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

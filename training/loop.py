@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from typing import Literal
 
 import torch
@@ -42,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clean_weight: float = 0.1  # weight of L_clean
     classify_weight: float = 1.0  # weight of L_classify
-    verified_share: float = 0.1  # share of V images in a mixed batch (9:1)
+    verified_share: float = 0.1  # share of V images in a mixed batch (9:1), exact over batches
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
 
@@ -63,19 +64,39 @@ def phases_for(cfg: TrainConfig, *, from_noisy: bool = False) -> list[tuple[Phas
     return [p for p in first + later[cfg.mode] if p[1] > 0]
 
 
-def batch_split(cfg: TrainConfig, phase: Phase) -> tuple[int, int]:
-    """(T images, V images) in one batch of ``phase``."""
-    uses_t, uses_v = phase in ("noisy", "mixed", "joint"), phase in NEEDS_VERIFIED
-    if not uses_t:
-        return 0, cfg.batch_size
-    v = max(1, round(cfg.batch_size * cfg.verified_share)) if uses_v else 0
+def _uses(phase: Phase) -> tuple[bool, bool]:
+    return phase in ("noisy", "mixed", "joint"), phase in NEEDS_VERIFIED
+
+
+def _v_share(cfg: TrainConfig, phase: Phase) -> Fraction:
+    """The share of V images in a batch of ``phase``, as an exact fraction (0.1 -> 1/10)."""
+    uses_t, uses_v = _uses(phase)
+    if not uses_v:
+        return Fraction(0)
+    return Fraction(cfg.verified_share).limit_denominator(1000) if uses_t else Fraction(1)
+
+
+def verified_in_first(cfg: TrainConfig, phase: Phase, steps: int) -> int:
+    """V images in the first ``steps`` batches of ``phase``: floor(steps * batch * share).
+
+    Batches of a mixed phase hold 6 or 7 V images of 64 so that the running count stays as
+    close to the share as integers allow: exactly 9:1 after every 5 batches of 64."""
+    return int(steps * cfg.batch_size * _v_share(cfg, phase))
+
+
+def batch_split(cfg: TrainConfig, phase: Phase, step: int = 0) -> tuple[int, int]:
+    """(T images, V images) in batch ``step`` (counted from 0 in each epoch) of ``phase``."""
+    v = verified_in_first(cfg, phase, step + 1) - verified_in_first(cfg, phase, step)
     return cfg.batch_size - v, v
 
 
 def steps_per_epoch(cfg: TrainConfig, phase: Phase, n_t: int, n_v: int) -> int:
-    """Optimizer steps in one epoch: a pass over T when the phase uses T, else over V."""
-    t, v = batch_split(cfg, phase)
-    return n_t // t if t else -(-n_v // v)
+    """Optimizer steps in one epoch: a pass over T when the phase uses T (the most batches
+    whose T images add up to at most n_t), else over V (the last batch may repeat images)."""
+    if _uses(phase)[0]:
+        t_per_batch = cfg.batch_size * (1 - _v_share(cfg, phase))  # on average
+        return int(n_t / t_per_batch) if t_per_batch else 0
+    return -(-n_v // cfg.batch_size)
 
 
 def resolve_schedule(cfg: TrainConfig, n_t: int, n_v: int) -> TrainConfig:
@@ -111,8 +132,7 @@ class Stepper:
         self.spec = net.config.input
         self.channels_last = device.type == "cuda"
         n_t, n_v = len(data.noisy_train), len(data.verified)
-        self.t_per_batch, self.v_per_batch = batch_split(cfg, phase)
-        self.uses_t, self.uses_v = self.t_per_batch > 0, self.v_per_batch > 0
+        self.uses_t, self.uses_v = _uses(phase)
         self.steps = steps_per_epoch(cfg, phase, n_t, n_v)
         self.generator = generator
         self.start_epoch(generator.initial_seed())
@@ -123,18 +143,13 @@ class Stepper:
         n_t, n_v = len(self.data.noisy_train), len(self.data.verified)
         self.t_rows = Cycler(n_t, self.generator) if self.uses_t else None
         self.v_rows = Cycler(n_v, self.generator) if self.uses_v else None
+        self.step = 0
 
     def batch(self) -> tuple[Batch | None, Batch | None]:
-        t = (
-            self.data.noisy_train.take(self.t_rows.draw(self.t_per_batch), self.device)
-            if self.t_rows
-            else None
-        )
-        v = (
-            self.data.verified.take(self.v_rows.draw(self.v_per_batch), self.device)
-            if self.v_rows
-            else None
-        )
+        n_t, n_v = batch_split(self.cfg, self.phase, self.step)
+        self.step += 1
+        t = self.data.noisy_train.take(self.t_rows.draw(n_t), self.device) if self.t_rows else None
+        v = self.data.verified.take(self.v_rows.draw(n_v), self.device) if self.v_rows else None
         return t, v
 
     def loss(self, t: Batch | None, v: Batch | None) -> torch.Tensor:
