@@ -72,6 +72,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
             default=default,
             help=what if default is None else f"{what} (default {default})",
         )
+    g.add_argument(
+        "--loss-reduction",
+        choices=["batch", "per-set"],
+        default=d.loss_reduction,
+        help="what each loss term's sum over images is divided by: batch (default, the "
+        "paper's) = the batch size for both, so 0.1 * L_clean and 1.0 * L_classify weigh every "
+        "image alike; per-set = L_clean by the batch's V images only (about 10x its batch "
+        "weight at 9:1), L_classify by the batch size (the behaviour before this flag)",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
     g.add_argument(
         "--device",

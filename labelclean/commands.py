@@ -52,6 +52,7 @@ def _configs(args: argparse.Namespace, num_classes: int):
         mode=getattr(args, "mode", "joint"),
         seed=args.seed,
         device=args.device,
+        loss_reduction=args.loss_reduction,
         **{field: getattr(args, field) for field in SCHEDULE_FLAGS},
     )
     return model_cfg, train_cfg

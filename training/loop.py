@@ -6,6 +6,9 @@ Phases (what a batch holds -> the loss):
     mixed    T and V, 9:1             BCE(h, y) on T + BCE(h, v) on V
     cleaner  V images, backbone fixed 0.1 * L1(c, v)                       (g alone)
     joint    T and V, 9:1             0.1 * L1(c, v) on V + BCE(h, c.detach()) on T + BCE(h, v) on V
+
+Only human-verified classes (``known``) enter the V terms. Each term is summed over its images
+and classes; ``loss_reduction`` says what the sums are divided by (see ``reduce_terms``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ Mode = Literal["noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint"]
 MODES: tuple[Mode, ...] = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
 Phase = Literal["noisy", "clean", "mixed", "cleaner", "joint"]
 NEEDS_VERIFIED = {"clean", "mixed", "cleaner", "joint"}
+LossReduction = Literal["batch", "per-set"]
+LOSS_REDUCTIONS: tuple[LossReduction, ...] = ("batch", "per-set")
 
 
 @dataclass
@@ -44,8 +49,17 @@ class TrainConfig:
     clean_weight: float = 0.1  # weight of L_clean
     classify_weight: float = 1.0  # weight of L_classify
     verified_share: float = 0.1  # share of V images in a mixed batch (9:1), exact over batches
+    # "batch": every loss term / the batch size (the paper's weights); "per-set": L_clean / |V|
+    loss_reduction: LossReduction = "batch"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
+                f"not {self.loss_reduction!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,13 +180,12 @@ class Stepper:
             logits = net.logits(features) if self.phase != "cleaner" else None
         features = features.float()
         n_t = len(t.pixels) if t is not None else 0
-        loss = torch.zeros((), device=self.device)
+        l_clean = None
         if self.phase in ("cleaner", "joint"):
             cleaned_v = net.cleaner(v.noisy, features[n_t:])
-            l_clean = ((cleaned_v - v.human).abs() * v.known).sum() / len(v.pixels)
-            loss = loss + cfg.clean_weight * l_clean
+            l_clean = ((cleaned_v - v.human).abs() * v.known).sum()
         if self.phase == "cleaner":
-            return loss
+            return reduce_terms(cfg, l_clean, None, n, n - n_t)
         classify = torch.zeros((), device=self.device)
         if t is not None:
             target_t = t.noisy
@@ -180,9 +193,31 @@ class Stepper:
                 with torch.no_grad():  # c is a constant target: no gradient into g
                     target_t = net.cleaner(t.noisy, features[:n_t])
             classify = classify + _bce(logits[:n_t], target_t)
-        if v is not None:
+        if v is not None:  # V images learn their human labels v, on verified classes only
             classify = classify + _bce(logits[n_t:], v.human, v.known)
-        return loss + cfg.classify_weight * classify / n
+        return reduce_terms(cfg, l_clean, classify, n, n - n_t)
+
+
+def reduce_terms(
+    cfg: TrainConfig,
+    clean_sum: torch.Tensor | None,
+    classify_sum: torch.Tensor | None,
+    n: int,
+    n_v: int,
+) -> torch.Tensor:
+    """clean_weight * L_clean + classify_weight * L_classify from the terms' sums over images.
+
+    ``batch``: both sums / n, the batch size (the paper: each image counts the same, so the
+    weights 0.1 and 1.0 compare the terms as given). ``per-set``: L_clean / n_v, the batch's
+    V images (about 10x the weight of ``batch`` at 9:1), L_classify / n.
+    """
+    terms = []
+    if clean_sum is not None:
+        per = n if cfg.loss_reduction == "batch" else max(n_v, 1)
+        terms.append(cfg.clean_weight * clean_sum / per)
+    if classify_sum is not None:
+        terms.append(cfg.classify_weight * classify_sum / max(n, 1))
+    return torch.stack(terms).sum()
 
 
 def make_optimizer(net: LabelCleaningNet, phase: Phase, cfg: TrainConfig) -> torch.optim.AdamW:
