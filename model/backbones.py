@@ -84,9 +84,25 @@ def _torchvision_backbone(name: str) -> Callable[[ModelConfig], nn.Module]:
         net = getattr(tv.models, name)(**kwargs)
         head_attr = "classifier" if hasattr(net, "classifier") else "fc"
         head = getattr(net, head_attr)
-        in_features = head.in_features if isinstance(head, nn.Linear) else head[-1].in_features
-        setattr(net, head_attr, nn.Identity())
+        if isinstance(head, nn.Linear):
+            in_features = head.in_features
+            setattr(net, head_attr, nn.Identity())
+            dropped = f"{head_attr}."
+        else:
+            # A Sequential ending in the ImageNet Linear. Only that Linear goes: a hidden layer
+            # before it (mobilenet_v3's 960 -> 1280) is part of f(I), and its dropout is
+            # replaced by ModelConfig.dropout before the classifier. Indices stay, so the
+            # hidden layer's weights keep their torchvision names.
+            last = len(head) - 1
+            in_features = head[last].in_features
+            for i, layer in enumerate(head):
+                if i == last or isinstance(layer, nn.Dropout):
+                    head[i] = nn.Identity()
+            dropped = f"{head_attr}.{last}."
         net.out_dim = in_features
+        # Weights of a torchvision state dict that this backbone does not have: the ImageNet
+        # head, and inception_v3's auxiliary classifier (a training aid, built without here).
+        net.dropped_weights = (dropped, "AuxLogits.") if name == "inception_v3" else (dropped,)
         return net
 
     return build
@@ -111,8 +127,13 @@ def default_input_spec(backbone: str) -> InputSpec:
     """The input contract a backbone expects by default (ImageNet's for torchvision ones)."""
     if backbone == "small_cnn":
         return InputSpec()
-    size = 299 if backbone == "inception_v3" else 224
-    return InputSpec(size, size, 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    if backbone == "inception_v3":
+        # torchvision's Inception-v3 weights (ported from TensorFlow) expect pixels scaled to
+        # [-1, 1]; torchvision builds that model with transform_input=True, which maps
+        # ImageNet-normalised input to exactly (x - 0.5) / 0.5. This backbone is built without
+        # the transform, so its input contract says (x - 0.5) / 0.5 directly.
+        return InputSpec(299, 299, 3, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    return InputSpec(224, 224, 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
 def create_backbone(config: ModelConfig, weights: Path | None = None) -> nn.Module:
@@ -126,24 +147,53 @@ def create_backbone(config: ModelConfig, weights: Path | None = None) -> nn.Modu
         )
     net = BACKBONES[config.backbone](config)
     if weights is not None:
-        load_backbone_weights(net, weights)
+        load_backbone_weights(net, weights, config.backbone)
     return net
 
 
-def load_backbone_weights(net: nn.Module, path: Path) -> None:
-    """Load a state dict from a local file, ignoring the original classification head."""
+def load_backbone_weights(net: nn.Module, path: Path, name: str = "this backbone") -> None:
+    """Load a state dict from a local file into ``net``, all of it or nothing.
+
+    The file may hold weights ``net`` does not have (``net.dropped_weights``: the original
+    classification head, inception_v3's auxiliary classifier); any other key it lacks or adds,
+    or a tensor of another shape, is a ValueError that names them.
+    """
     if not path.is_file():
         raise ValueError(f"backbone weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise ValueError(f"cannot read backbone weights {path}: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state:
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if unexpected or len(missing) == len(list(net.state_dict())):
-        raise ValueError(
-            f"backbone weights {path} do not fit this architecture "
-            f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"backbone weights {path}: not a state dict (parameter name -> tensor)")
+    state = {
+        k: v for k, v in state.items() if not k.startswith(getattr(net, "dropped_weights", ()))
+    }
+    own = net.state_dict()
+    # Files saved before BatchNorm counted its batches lack num_batches_tracked; torch fills it.
+    missing = [k for k in own if k not in state and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(v.shape)} instead of {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    problems = [
+        f"{len(keys)} {what}: {_names(keys)}"
+        for what, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("tensors of another shape", shapes),
         )
+        if keys
+    ]
+    if problems:
+        raise ValueError(f"backbone weights {path} do not fit {name}: {'; '.join(problems)}")
+    net.load_state_dict(state)
+
+
+def _names(keys: list[str], shown: int = 10) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
