@@ -186,3 +186,27 @@ def test_pretrain_trains_the_cleaner_alone_before_the_joint_phase():
         assert torch.equal(before[key], after[key]), f"{key} changed in the cleaner phase"
     for key in ("cleaner.out.weight", "cleaner.out.bias", "cleaner.hidden.weight"):
         assert not torch.equal(before[key], after[key]), f"{key} did not train"
+
+
+def test_an_epoch_of_batches_is_one_pass_over_t_at_nine_to_one():
+    data = _data(n_t=72, n_v=16)
+    cfg = TrainConfig(batch_size=16, device="cpu")  # V per batch: 1, 2, 1, 2, 2
+    stepper = Stepper(_net(), data, cfg, "joint", CPU, torch.Generator().manual_seed(0))
+    assert stepper.steps == 5
+    for epoch in range(2):  # and again in the next epoch
+        stepper.start_epoch(epoch)
+        batches = [stepper.batch() for _ in range(stepper.steps)]
+        assert [len(v.pixels) for _, v in batches] == [1, 2, 1, 2, 2]
+        t_pixels = torch.cat([t.pixels for t, _ in batches])
+        assert len(t_pixels) == 72 == 9 * sum(len(v.pixels) for _, v in batches)
+        assert sorted(map(bytes, t_pixels.numpy())) == sorted(
+            map(bytes, data.noisy_train.pixels.numpy())
+        )
+
+
+@pytest.mark.parametrize("reduction", ["batch", "per-set"])
+def test_small_batches_without_v_images_still_train(reduction):
+    """With 4 images a batch the first holds no V image (0.4 rounds down): the loss stays finite."""
+    cfg = TrainConfig(batch_size=4, loss_reduction=reduction, device="cpu")
+    result = run_phase(_net(), _data(), cfg, "joint", 1, CPU, progress=False)
+    assert math.isfinite(result["loss"])
