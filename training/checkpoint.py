@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,13 @@ def rebuild(state: dict[str, Any]) -> tuple[LabelCleaningNet, list[LabelClass]]:
     net = LabelCleaningNet(ModelConfig.from_dict(state["model_config"]))
     net.load_state_dict(state["state_dict"])
     return net, [LabelClass(i, n) for i, n in state["classes"]]
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and bytes: equal digests, equal weights."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -20,7 +20,13 @@ from ..model.config import ModelConfig
 from ..model.export import export_bundle
 from ..model.network import LabelCleaningNet
 from .batches import Part, TrainingData, to_input
-from .checkpoint import CheckpointError, load_checkpoint, rebuild, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rebuild,
+    save_checkpoint,
+    weights_digest,
+)
 from .evaluate import score
 from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
 from .metrics import calibrate_thresholds
@@ -101,14 +107,24 @@ def train(
     export: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``cfg.mode`` (from ``init``, a noisy-phase checkpoint, when given); write RUN/."""
+    """Train ``cfg.mode`` (from ``init``, a noisy-phase checkpoint, when given); write RUN/.
+
+    ``resume`` continues the checkpoint's own schedule (see ``resume_schedule``).
+    """
     torch.manual_seed(cfg.seed)
     cfg = resolve_schedule(cfg, len(data.noisy_train), len(data.verified))
     device = resolve_device(cfg.device)
-    phases = phases_for(cfg, from_noisy=init is not None)
-    check_verified(data, cfg, phases)
     state = load_checkpoint(resume) if resume else None
-    net = rebuild(state)[0] if state else build_network(model_cfg, data, init, backbone_weights)
+    if state:
+        phases = resume_schedule(state, resume, cfg, model_cfg, init, backbone_weights)
+    else:
+        phases = phases_for(cfg, from_noisy=init is not None)
+    check_verified(data, cfg, phases)
+    if state:
+        net, start = rebuild(state)[0], state.get("start")
+    else:
+        net = build_network(model_cfg, data, init, backbone_weights)
+        start = starting_point(net, init, backbone_weights)
     net.to(device)
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
@@ -136,6 +152,7 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                 },
+                start=start,
             )
 
         timings[phase] = run_phase(
@@ -151,10 +168,106 @@ def train(
             on_epoch_end=save,
             progress=progress,
         )
-    report = finish(net, data, cfg, out, device, phases, export=export)
+    report = finish(net, data, cfg, out, device, phases, start, export=export)
     report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def starting_point(
+    net: LabelCleaningNet, init: Path | None, backbone_weights: Path | None
+) -> dict[str, Any]:
+    """Where a run's training starts, kept in its checkpoints and report: the model it was
+    initialised from (``init``), the backbone weights file given (unused with ``init``), and the
+    digest of the weights the first phase starts from (the init checkpoint's digest when
+    starting from one)."""
+    return {
+        "init": str(init) if init is not None else None,
+        "backbone_weights": str(backbone_weights) if backbone_weights is not None else None,
+        "weights_sha256": weights_digest(net.state_dict()),
+    }
+
+
+# Settings that may differ between a run and its resumption: where it runs.
+RESUME_MAY_CHANGE = {"device"}
+# The model's input normalisation is the backbone's default, not a flag: the checkpoint's holds.
+MODEL_NOT_FLAGS = {"input.mean", "input.std", "dropout"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_schedule(
+    state: dict[str, Any],
+    path: Path,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    init: Path | None,
+    backbone_weights: Path | None,
+) -> list:
+    """The phases a resumed run continues: the checkpoint's own.
+
+    ``--init`` and ``--backbone-weights`` say where a run starts; a resumed run starts from its
+    checkpoint, so they may be left out (a run begun with ``--init`` resumes without it and
+    does not train the noisy phase again). Everything given must agree with the checkpoint:
+    the schedule and model settings, and ``--init`` / ``--backbone-weights`` when given. A
+    difference stops the run with each one named (CheckpointError).
+    """
+    saved_cfg, now_cfg = state.get("train_config", {}), cfg.to_dict()
+    saved_model, now_model = _flat(state["model_config"]), _flat(model_cfg.to_dict())
+    differences = [
+        f"{key}: {saved[key]!r} in the checkpoint, {now[key]!r} now"
+        for saved, now, skip in (
+            (saved_cfg, now_cfg, RESUME_MAY_CHANGE),
+            (saved_model, now_model, MODEL_NOT_FLAGS),
+        )
+        for key in now
+        if key in saved and key not in skip and saved[key] != now[key]
+    ]
+    phases = [(phase, epochs) for phase, epochs in state["phases"]]
+    start = state.get("start") or {}
+    if init is not None:
+        if phases != phases_for(cfg, from_noisy=True):
+            differences.append(
+                f"--init {init}: the run did not start from a model (its phases are "
+                f"{_phases(phases)}); resume without --init"
+            )
+        elif "weights_sha256" in start:
+            given = weights_digest(load_checkpoint(init)["state_dict"])
+            if given != start["weights_sha256"]:
+                differences.append(
+                    f"--init {init}: not the model the run started from ({start['init']})"
+                )
+    elif phases not in (phases_for(cfg, from_noisy=False), phases_for(cfg, from_noisy=True)):
+        differences.append(
+            f"phases: {_phases(phases)} in the checkpoint, {_phases(phases_for(cfg))} now"
+        )
+    if (
+        backbone_weights is not None
+        and "backbone_weights" in start
+        and start["backbone_weights"] != str(backbone_weights)
+    ):
+        differences.append(
+            f"--backbone-weights {backbone_weights}: the run started from "
+            f"{start['backbone_weights'] or 'no backbone weights file'}"
+        )
+    if differences:
+        raise CheckpointError(
+            f"{path}: cannot resume with settings that differ from the run's (resume with the "
+            f"flags it was started with, or start a new run): {'; '.join(differences)}"
+        )
+    return phases
+
+
+def _phases(phases: list) -> str:
+    return ", ".join(f"{phase} x{epochs}" for phase, epochs in phases) or "none"
 
 
 def finish(
@@ -164,6 +277,7 @@ def finish(
     out: Path,
     device: torch.device,
     phases: list,
+    start: dict[str, Any] | None = None,
     *,
     export: bool,
 ) -> dict[str, Any]:
@@ -208,10 +322,12 @@ def finish(
         thresholds=thresholds,
         metrics=metrics,
         done=True,
+        start=start,
     )
     report: dict[str, Any] = {
         "mode": cfg.mode,
         "seed": cfg.seed,
+        "start": start,
         "metrics": metrics,
         "thresholds": thresholds,
         "sizes": {k: len(p) for k, p in data.parts().items()},
