@@ -1,0 +1,236 @@
+"""The core of a bulk cleaning job, shared by the Redis workers and the offline `labelclean clean`.
+
+    validate_spec(spec, storage, bundle.index)           # before accepting: InputError(field=...)
+    p = plan(spec, storage, chunk_size=1000)             # chunk manifests under {output}/_work/
+    for n in range(p.chunks):
+        if not chunk_stored(spec, storage, n):
+            result = await process_chunk(load_chunk(spec, storage, n), bundle=bundle,
+                                         predict=predict, storage=storage, offload=offload)
+            store_chunk(spec, storage, n, result)
+    summary = finalize(spec, storage, p.chunks, dead={})
+
+A job cleans every image ``<ImageID>.<ext>`` directly under ``images`` with its rows of the
+``labels`` CSV (``ImageID,Source,LabelName,Confidence``; an image without rows is cleaned with no
+given labels, so only added labels come back; Confidence 0 means "absent" and adds nothing),
+through ``model.cleaning.clean_images``: the function behind POST /clean. Nothing is dropped
+silently: rows for images without a file, unknown label ids, unreadable or undecodable images
+each become a line of ``errors.csv``. Results are keyed by chunk, so storing a chunk twice is
+harmless and a rerun skips what is stored. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..model.labels import InputError, parse_thresholds
+from ..storage import Storage, StorageError
+from . import bulk_io as io
+from .bulk_clean import Chunk, ChunkItem, ChunkResult, process_chunk
+from .bulk_results import finalize, open_results
+
+__all__ = [
+    "Chunk", "ChunkItem", "ChunkResult", "JobOptions", "JobSpec", "Plan", "chunk_stored",
+    "finalize", "load_chunk", "open_results", "plan", "process_chunk", "read_plan",
+    "store_chunk", "validate_spec",
+]  # fmt: skip
+
+PLAN_VERSION = 1
+VALIDATE_ROWS = 100
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: float | dict[str, float] | None = Field(
+        None, description="cleaned-score threshold for every class, or {label id: threshold}"
+    )
+    chunk_size: int | None = Field(None, ge=1, le=100_000, description="images per chunk")
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: str = Field(..., min_length=1, description="URI prefix holding <ImageID>.<ext>")
+    labels: str = Field(..., min_length=1, description="URI of ImageID,Source,LabelName,Confidence")
+    output: str = Field(..., min_length=1, description="URI prefix the results are written to")
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+@dataclass(frozen=True)
+class Plan:
+    chunks: int
+    total: int  # images in the chunks
+    errors: int = 0  # ImageIDs refused while planning (listed in errors.csv)
+    chunk_size: int = 0
+
+
+def _field_error(exc: Exception, field: str) -> InputError:
+    return exc if isinstance(exc, InputError) else InputError(str(exc), field=field)
+
+
+def validate_spec(spec: JobSpec, storage: Storage, bundle_index: Mapping[str, int] | None) -> None:
+    """Refuse a job whose inputs are missing or malformed, naming the field: images (allowed,
+    lists, holds images), labels (exists, header, first rows parse), output (allowed, writable),
+    options.thresholds (against ``bundle_index`` when given)."""
+    for name in ("images", "labels", "output"):
+        try:
+            storage.check(getattr(spec, name))
+        except StorageError as exc:
+            raise _field_error(exc, name) from exc
+    try:
+        found = next((n for n, _ in storage.list(spec.images) if io.image_id(n)), None)
+    except StorageError as exc:
+        raise _field_error(exc, "images") from exc
+    if found is None:
+        extensions = ", ".join(sorted(io.IMAGE_EXTENSIONS))
+        raise InputError(
+            f"{spec.images}: no images (<ImageID>.<ext>, ext one of {extensions})", field="images"
+        )
+    for row in io.read_label_rows(storage, spec.labels, limit=VALIDATE_ROWS):
+        if row.problem:
+            raise InputError(f"{spec.labels}: {row.problem}", field="labels")
+    probe = io.work(spec.output, storage, ".probe")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.delete(probe)
+    except StorageError as exc:
+        raise InputError(f"output not writable: {exc}", field="output") from exc
+    read_plan(spec, storage)  # another job's work under the same output: refused
+    thresholds = spec.options.thresholds
+    if bundle_index is not None:
+        parse_thresholds(thresholds, dict(bundle_index), [0.5] * len(bundle_index),
+                         field="options.thresholds")  # fmt: skip
+
+
+def plan(
+    spec: JobSpec,
+    storage: Storage,
+    *,
+    chunk_size: int,
+    label_index: Mapping[str, int] | None = None,
+    model: str | None = None,
+) -> Plan:
+    """List the images, group the labels CSV by image, write the chunk manifests, the planning
+    errors and (last) plan.json. ``spec.options.chunk_size`` wins over ``chunk_size``. With
+    ``label_index``, images with unknown label ids are refused here (else when cleaned).
+    ``model`` (the bundle's sha256) is recorded, so that resuming with another model is refused.
+    Idempotent: a plan already stored for this spec is returned as it is (so the chunks stored
+    under it stay valid); planning the same inputs again writes the same files."""
+    stored = read_plan(spec, storage, model=model)
+    if stored is not None:
+        return stored
+    size = spec.options.chunk_size or chunk_size
+    names: dict[str, list[str]] = {}
+    for name, _ in storage.list(spec.images):
+        image = io.image_id(name)
+        if image is not None:
+            names.setdefault(image, []).append(name)
+    labels: dict[str, dict[str, float]] = {}
+    problems: dict[str, list[str]] = {}
+    for row in io.read_label_rows(storage, spec.labels):
+        given = labels.setdefault(row.image_id, {})
+        if row.problem:
+            problems.setdefault(row.image_id, []).append(row.problem)
+        elif row.label in given:
+            problems.setdefault(row.image_id, []).append(
+                f"labels CSV line {row.line}: label {row.label} listed twice for this image"
+            )
+        elif label_index is not None and row.label not in label_index:
+            problems.setdefault(row.image_id, []).append(
+                f"labels CSV line {row.line}: unknown label id {row.label!r} (not in the model)"
+            )
+        else:
+            given[row.label] = row.confidence  # type: ignore[assignment]
+    for image in labels.keys() - names.keys() - {""}:
+        problems.setdefault(image, []).insert(0, f"no image file under {spec.images}")
+    for image, files in names.items():
+        if len(files) > 1:
+            problems.setdefault(image, []).append(
+                f"several image files: {', '.join(sorted(files))}"
+            )
+    errors = sorted((image, "; ".join(reasons)) for image, reasons in problems.items())
+    ids = sorted(names.keys() - problems.keys())
+    chunks = 0
+    with ThreadPoolExecutor(8) as pool:  # remote stores: a request each, several at once
+        writes = []
+        for start in range(0, len(ids), size):
+            lines = []
+            for image in ids[start : start + size]:
+                given = sorted(labels.get(image, {}).items())
+                item = {
+                    "id": image,
+                    "uri": storage.join(spec.images, names[image][0]),
+                    "labels": [{"label": k, "confidence": v} for k, v in given if v > 0],
+                }
+                lines.append(json.dumps(item, sort_keys=True) + "\n")
+            uri = io.manifest_uri(spec.output, storage, chunks)
+            writes.append(pool.submit(storage.write_bytes, uri, "".join(lines).encode()))
+            chunks += 1
+        for write in writes:
+            write.result()  # a failed write raises here
+    storage.write_bytes(io.plan_errors_uri(spec.output, storage), io.csv_bytes(errors))
+    result = Plan(chunks=chunks, total=len(ids), errors=len(errors), chunk_size=size)
+    meta = {**_plan_key(spec), "model": model, **vars(result)}
+    storage.write_bytes(io.plan_uri(spec.output, storage), json.dumps(meta, indent=1).encode())
+    return result
+
+
+def _plan_key(spec: JobSpec) -> dict[str, Any]:
+    thresholds = json.dumps(spec.options.thresholds, sort_keys=True)
+    return {"version": PLAN_VERSION, "images": spec.images, "labels": spec.labels,
+            "thresholds": thresholds}  # fmt: skip
+
+
+def read_plan(spec: JobSpec, storage: Storage, *, model: str | None = None) -> Plan | None:
+    """The plan stored under ``spec.output``, or None when there is none. A plan of another job
+    there (other images, labels, thresholds, chunk size or, when both are known, ``model``)
+    raises InputError(field="output"): its stored chunks must not be mixed into this job's."""
+    uri = io.plan_uri(spec.output, storage)
+    if not storage.exists(uri):
+        return None
+    meta = json.loads(storage.read_bytes(uri))
+    size = spec.options.chunk_size
+    stored_model = meta.get("model")
+    if (
+        {k: meta.get(k) for k in _plan_key(spec)} != _plan_key(spec)
+        or (size and size != meta.get("chunk_size"))
+        or (model and stored_model and model != stored_model)
+    ):
+        raise InputError(
+            f"{spec.output} already holds another job's work (its _work/plan.json has other "
+            "images, labels, thresholds, chunk size or model): use another output, or remove "
+            "it",
+            field="output",
+        )
+    return Plan(meta["chunks"], meta["total"], meta["errors"], meta["chunk_size"])
+
+
+def load_chunk(spec: JobSpec, storage: Storage, n: int) -> Chunk:
+    items = io.read_manifest(storage, io.manifest_uri(spec.output, storage, n))
+    return Chunk(n, [ChunkItem(**item) for item in items])
+
+
+def _summary_uri(spec: JobSpec, storage: Storage, n: int) -> str:
+    return io.part_uri(spec.output, storage, n, ".summary.json")
+
+
+def store_chunk(spec: JobSpec, storage: Storage, n: int, result: ChunkResult) -> None:
+    """Write the chunk's rows, errors and (last, the mark of a stored chunk) its summary.
+    Each file is written whole, so storing the same chunk again is harmless."""
+    out = spec.output
+    storage.write_bytes(io.part_uri(out, storage, n, ".csv"), io.csv_bytes(result.rows))
+    storage.write_bytes(io.part_uri(out, storage, n, ".errors.csv"), io.csv_bytes(result.errors))
+    summary = {"chunk": n, "done": result.done, "failed": result.failed, "classes": result.counts}
+    storage.write_bytes(
+        _summary_uri(spec, storage, n), json.dumps(summary, sort_keys=True).encode()
+    )
+
+
+def chunk_stored(spec: JobSpec, storage: Storage, n: int) -> bool:
+    return storage.exists(_summary_uri(spec, storage, n))

@@ -1,0 +1,155 @@
+"""Cleaning one chunk of a bulk job: its images read, decoded and cleaned batch by batch with
+``model.cleaning.clean_images`` (the function behind POST /clean), failures listed per image.
+
+    result = await process_chunk(chunk, bundle=bundle, predict=predict, storage=storage,
+                                 offload=offload, batch_size=32)
+    result.rows     # (ImageID, "labelclean", LabelName, cleaned score, verdict), chunk order
+    result.errors   # (ImageID, reason) of images that could not be cleaned
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.bundle import Bundle
+from ..model.cleaning import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+    Offload,
+    Predict,
+    call_predict,
+    clean_images,
+)
+from ..model.labels import InputError, parse_labels, unknown_labels_error
+from ..model.preprocess import ImageError
+from ..storage import Storage
+from . import bulk_io as io
+
+
+@dataclass(frozen=True)
+class ChunkItem:
+    id: str
+    uri: str
+    labels: list[dict[str, Any]]  # [{"label": id, "confidence": x}], as POST /clean takes them
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    items: list[ChunkItem]
+
+
+@dataclass
+class ChunkResult:
+    rows: list[tuple[str, str, str, float, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (ImageID, reason)
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> name, verdicts
+    done: int = 0  # images cleaned
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+async def process_chunk(
+    chunk: Chunk,
+    *,
+    bundle: Bundle,
+    predict: Predict,
+    storage: Storage,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    thresholds: float | dict[str, float] | str | None = None,
+    offload: Offload | None = None,
+    batch_size: int = 32,
+    in_flight: int = 3,
+    on_batch: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """Clean a chunk's images in batches of ``batch_size`` with ``clean_images``. Up to
+    ``in_flight`` batches are under way at once, so reading (through ``offload``, a thread
+    pool) and decoding of the next batches overlap the current batch's inference; ``predict``
+    runs one batch at a time. Unreadable or undecodable images and bad labels are listed in
+    ``errors`` and the rest of their batch is cleaned. ``on_batch(images)`` after each batch."""
+    run = offload or (lambda fn, *args: asyncio.to_thread(fn, *args))
+    lock = asyncio.Lock()
+
+    async def one_at_a_time(images: Any, noisy: Any) -> Any:
+        async with lock:
+            return await call_predict(predict, images, noisy)
+
+    gate = asyncio.Semaphore(max(1, in_flight))
+
+    async def batch(items: list[ChunkItem]) -> tuple[dict[str, Any], dict[str, str]]:
+        async with gate:
+            out = await _clean_batch(items, bundle, one_at_a_time, storage, run, limits,
+                                     thresholds, offload)  # fmt: skip
+        if on_batch is not None:
+            on_batch(len(items))
+        return out
+
+    items = chunk.items
+    size = max(1, batch_size)
+    outcomes = await asyncio.gather(
+        *(batch(items[i : i + size]) for i in range(0, len(items), size))
+    )
+    cleaned: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for done, errors in outcomes:
+        cleaned.update(done)
+        failed.update(errors)
+    result = ChunkResult()
+    for item in items:
+        if item.id in failed:
+            result.errors.append((item.id, failed[item.id]))
+            continue
+        result.done += 1
+        for v in cleaned[item.id].labels:
+            result.rows.append((item.id, io.SOURCE, v.id, v.cleaned, v.verdict))
+            counts = result.counts.setdefault(
+                v.id, {"name": v.name, "kept": 0, "removed": 0, "added": 0}
+            )
+            counts[v.verdict] += 1
+    return result
+
+
+async def _clean_batch(
+    items: list[ChunkItem], bundle: Bundle, predict: Predict, storage: Storage, run: Offload,
+    limits: ImageLimits, thresholds: Any, offload: Offload | None,
+) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+    errors: dict[str, str] = {}
+    read = await asyncio.gather(*(run(storage.read_bytes, i.uri) for i in items),
+                                return_exceptions=True)  # fmt: skip
+    good: list[tuple[ChunkItem, bytes]] = []
+    for item, data in zip(items, read, strict=True):
+        if isinstance(data, BaseException):
+            if not isinstance(data, Exception):
+                raise data
+            errors[item.id] = f"unreadable: {data}"
+            continue
+        try:
+            _, unknown = parse_labels(item.labels, bundle.index)
+            if unknown:
+                raise unknown_labels_error(unknown)
+        except InputError as exc:
+            errors[item.id] = f"labels: {exc}"
+            continue
+        good.append((item, data))
+    while good:
+        try:
+            results = await clean_images(
+                bundle, [d for _, d in good], [i.labels for i, _ in good], predict=predict,
+                thresholds=thresholds, limits=limits, offload=offload,
+            )  # fmt: skip
+        except ImageError as exc:
+            index = getattr(exc, "index", None)
+            if index is None:
+                raise
+            cause = exc.__cause__ if isinstance(exc.__cause__, ImageError) else exc
+            errors[good.pop(index)[0].id] = f"{cause.kind}: {cause}"
+            continue
+        return {i.id: r for (i, _), r in zip(good, results, strict=True)}, errors
+    return {}, errors

@@ -1,0 +1,138 @@
+"""Files of a bulk job: reading the labels CSV, where each file lives, CSV rows as bytes.
+
+    {output}/cleaned.csv, errors.csv, summary.json      the results
+    {output}/_work/plan.json, plan-errors.csv            the plan (plan.json is written last)
+    {output}/_work/chunks/000000.jsonl                   one line per image: id, uri, labels
+    {output}/_work/parts/000000.csv, .errors.csv, .summary.json   a chunk's results (summary last)
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..model.labels import InputError
+from ..storage import Storage, StorageError
+
+LABEL_COLUMNS = ("ImageID", "LabelName", "Confidence")  # Source is read but not needed
+RESULT_HEADER = ("ImageID", "Source", "LabelName", "Confidence", "Verdict")
+ERROR_HEADER = ("ImageID", "Reason")
+SOURCE = "labelclean"
+IMAGE_EXTENSIONS = frozenset(
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm"}
+)
+
+
+def work(output: str, storage: Storage, *names: str) -> str:
+    return storage.join(output, "_work", *names)
+
+
+def plan_uri(output: str, storage: Storage) -> str:
+    return work(output, storage, "plan.json")
+
+
+def plan_errors_uri(output: str, storage: Storage) -> str:
+    return work(output, storage, "plan-errors.csv")
+
+
+def manifest_uri(output: str, storage: Storage, n: int) -> str:
+    return work(output, storage, "chunks", f"{n:06d}.jsonl")
+
+
+def part_uri(output: str, storage: Storage, n: int, suffix: str) -> str:
+    """``suffix``: ``.csv`` (rows), ``.errors.csv`` or ``.summary.json``."""
+    return work(output, storage, "parts", f"{n:06d}{suffix}")
+
+
+def image_id(name: str) -> str | None:
+    """``<ImageID>.<image extension>`` -> ImageID; None for other files."""
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem and ext.lower() in IMAGE_EXTENSIONS else None
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    line: int
+    image_id: str
+    label: str
+    confidence: float | None  # None: ``problem`` says why the row cannot be used
+    problem: str | None = None
+
+
+def read_label_rows(storage: Storage, uri: str, *, limit: int | None = None) -> Iterator[LabelRow]:
+    """Stream the rows of an ``ImageID,Source,LabelName,Confidence`` CSV (``limit``: at most so
+    many). A missing file or a bad header raises InputError(field="labels"); a bad row comes back
+    with its ``problem`` (naming the line) so the caller can decide."""
+    try:
+        with storage.open_text(uri) as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise InputError(f"{uri}: empty file (expected a header row)", field="labels")
+            header = [h.strip() for h in header]
+            missing = [c for c in LABEL_COLUMNS if c not in header]
+            if missing:
+                raise InputError(
+                    f"{uri}: line 1: header lacks column(s) {', '.join(missing)} (expected "
+                    f"ImageID,Source,LabelName,Confidence; got {','.join(header)[:200]})",
+                    field="labels",
+                )
+            at = [header.index(c) for c in LABEL_COLUMNS]
+            for count, row in enumerate(reader):
+                if limit is not None and count >= limit:
+                    return
+                if not row:
+                    continue
+                yield _label_row(uri, reader.line_num, row, len(header), at)
+    except (StorageError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{uri}: cannot read the labels CSV: {exc}", field="labels") from exc
+
+
+def _label_row(uri: str, line: int, row: list[str], width: int, at: list[int]) -> LabelRow:
+    where = f"labels CSV line {line}"
+    if len(row) != width:
+        image = row[at[0]].strip() if len(row) > at[0] else ""
+        return LabelRow(line, image, "", None, f"{where}: {len(row)} fields, expected {width}")
+    image, label, value = (row[i].strip() for i in at)
+    if not image or not label:
+        return LabelRow(line, image, label, None, f"{where}: empty ImageID or LabelName")
+    try:
+        confidence = float(value)
+    except ValueError:
+        confidence = math.nan
+    if not 0.0 <= confidence <= 1.0:  # NaN fails too
+        return LabelRow(
+            line,
+            image,
+            label,
+            None,
+            f"{where}: Confidence {value[:40]!r} is not a number in [0, 1]",
+        )
+    return LabelRow(line, image, label, confidence)
+
+
+def csv_bytes(rows: Iterable[Iterable[object]], header: Iterable[str] | None = None) -> bytes:
+    """Rows as UTF-8 CSV, one ``\\n``-ended line each."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def read_csv_rows(storage: Storage, uri: str) -> list[list[str]]:
+    """A small CSV written by the job itself (errors of a chunk or of the plan)."""
+    text = storage.read_bytes(uri).decode()
+    return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+
+
+def read_manifest(storage: Storage, uri: str) -> list[dict]:
+    """A chunk manifest: one ``{"id", "uri", "labels"}`` per image."""
+    return [json.loads(line) for line in storage.read_bytes(uri).decode().splitlines() if line]
