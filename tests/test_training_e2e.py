@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from labelclean.model.bundle import load_bundle
+from labelclean.training.checkpoint import weights_digest
 from labelclean.training.loop import MODES
+from labelclean.training.metrics import ap_all, mean_ap
 
 from labelclean.cli import main
 
@@ -29,34 +32,110 @@ def bench(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def report(bench: Path, folder: str) -> dict:
+    return json.loads((bench / "seed-0" / folder / "report.json").read_text())
+
+
 def test_benchmark_runs_every_mode_and_writes_the_table(bench: Path):
     results = json.loads((bench / "results.json").read_text())
+    table = (bench / "results.md").read_text()
     assert list(results["modes"]) == list(MODES)
     for mode in MODES:
+        run = bench / "seed-0" / mode
+        measured = report(bench, mode)["metrics"]
+        bundle = load_bundle(run / "bundle")
+        assert bundle.mode == mode  # every mode exported a loadable bundle
+        # each number is the one its run measured on its own test predictions
+        arrays = dict(np.load(run / "test_predictions.npz"))
+        recomputed = {
+            "AP_all": 100 * ap_all(arrays["scores"], arrays["human"], arrays["known"]),
+            "MAP": 100 * mean_ap(arrays["scores"], arrays["human"], arrays["known"]),
+        }
+        row = results["modes"][mode]
         for metric in ("AP_all", "MAP"):
-            value = results["modes"][mode][metric]
-            assert 0 < value["mean"] <= 100 and set(value["per_seed"]) == {"0"}
-    table = (bench / "results.md").read_text()
-    assert all(f"| {mode} |" in table for mode in MODES)
+            value = measured[metric]
+            assert value == pytest.approx(recomputed[metric], abs=1e-9)
+            assert bundle.metrics[metric] == value
+            assert row[metric]["per_seed"] == {"0": value}
+            assert (row[metric]["mean"], row[metric]["spread"]) == (value, 0.0)
+        assert (
+            f"| {mode} | {row['AP_all']['mean']:.2f} ± 0.00 | {row['MAP']['mean']:.2f} ± " in table
+        )
+    for mode, cleaner in results["cleaner_on_test"].items():
+        measured = report(bench, mode)["metrics"]
+        assert {k: v["per_seed"] for k, v in cleaner.items()} == {
+            k: {"0": measured[f"cleaner_{k}"]} for k in cleaner
+        }
     assert (bench / "cleaned_vs_noisy_pr.png").read_bytes()[:4] == b"\x89PNG"
     # the short fine-tune on V is reported next to the table, not as one of its modes
     (reference,) = results["reference"]
     assert reference.startswith("finetune-clean") and "Reference, outside" in table
-    assert (bench / "seed-0" / "finetune-clean-short" / "report.json").exists()
-    for claim, holds in results["findings"].items():
-        assert isinstance(holds, bool) and f"{claim}" in table
-    for mode in MODES:  # every mode exported a loadable bundle
-        assert load_bundle(bench / "seed-0" / mode / "bundle").mode == mode
+    short = report(bench, "finetune-clean-short")["metrics"]
+    assert results["reference"][reference]["AP_all"]["per_seed"] == {"0": short["AP_all"]}
+
+
+def test_findings_follow_from_the_per_seed_numbers(bench: Path):
+    """Each finding compares two numbers of results.json seed by seed: its differences are
+    theirs, its verdict agrees with their signs, and the table shows it."""
+    from labelclean.training.benchmark import BASELINES, CLEANER_CLAIMS, OURS
+
+    results = json.loads((bench / "results.json").read_text())
+    table = (bench / "results.md").read_text()
+    pairs = {}
+    for ours in OURS:
+        for baseline in BASELINES:
+            for metric in ("AP_all", "MAP"):
+                pairs[f"{ours} vs {baseline} on {metric}"] = (
+                    results["modes"][ours][metric],
+                    results["modes"][baseline][metric],
+                )
+        for claim, (mine, theirs) in CLEANER_CLAIMS.items():
+            cleaner = results["cleaner_on_test"][ours]
+            pairs[f"{ours}, test images, {claim}"] = (cleaner[mine], cleaner[theirs])
+    assert set(results["findings"]) == set(pairs)
+    for claim, finding in results["findings"].items():
+        a, b = pairs[claim]
+        differences = {s: a["per_seed"][s] - b["per_seed"][s] for s in a["per_seed"]}
+        assert finding["per_seed_difference"] == pytest.approx(differences)
+        assert finding["difference"] == pytest.approx(np.mean(list(differences.values())))
+        if finding["verdict"] == "better":
+            assert all(d > 0 for d in differences.values())
+        elif finding["verdict"] == "worse":
+            assert all(d < 0 for d in differences.values())
+        else:
+            assert finding["verdict"] == "within seed spread"
+        assert f"**{finding['verdict']}**: {claim}: {finding['difference']:+.3f}" in table
+
+
+FINE_TUNED = {  # folder -> the phases it trains after starting from the noisy model
+    "finetune-clean": ["clean"],
+    "finetune-mixed": ["mixed"],
+    "pretrain": ["cleaner", "joint"],
+    "joint": ["joint"],
+    "finetune-clean-short": ["clean"],
+}
 
 
 def test_modes_other_than_noisy_start_from_the_noisy_model(bench: Path):
-    noisy = torch.load(bench / "seed-0/noisy/checkpoint.pt", weights_only=False)
-    clean = torch.load(bench / "seed-0/finetune-clean/checkpoint.pt", weights_only=False)
-    assert [p for p, _ in clean["phases"]] == ["clean"]  # the noisy phase was not retrained
-    w0, w1 = (c["state_dict"]["classifier.weight"] for c in (noisy, clean))
-    assert w0.shape == w1.shape and not torch.equal(w0, w1)
-    # baselines never train the cleaner: it still returns y
-    assert torch.count_nonzero(clean["state_dict"]["cleaner.out.weight"]) == 0
+    noisy_path = bench / "seed-0" / "noisy" / "checkpoint.pt"
+    noisy = torch.load(noisy_path, weights_only=False)
+    assert [p for p, _ in noisy["phases"]] == ["noisy"] and noisy["start"]["init"] is None
+    noisy_digest = weights_digest(noisy["state_dict"])
+    for folder, phases in FINE_TUNED.items():
+        ckpt = torch.load(bench / "seed-0" / folder / "checkpoint.pt", weights_only=False)
+        assert [p for p, _ in ckpt["phases"]] == phases  # the noisy phase was not retrained
+        # the first phase started from the noisy model's exact weights, and training moved them
+        for start in (ckpt["start"], report(bench, folder)["start"]):
+            assert start["init"] == str(noisy_path)
+            assert start["weights_sha256"] == noisy_digest
+        assert weights_digest(ckpt["state_dict"]) != noisy_digest
+    # the noisy phase never trains the cleaner, nor do the baselines: it is still the noisy
+    # model's, whose last layer is zero (it returns y)
+    cleaner = {k: v for k, v in noisy["state_dict"].items() if k.startswith("cleaner.")}
+    assert torch.count_nonzero(cleaner["cleaner.out.weight"]) == 0
+    for folder in ("finetune-clean", "finetune-mixed", "finetune-clean-short"):
+        state = torch.load(bench / "seed-0" / folder / "checkpoint.pt", weights_only=False)
+        assert all(torch.equal(state["state_dict"][k], v) for k, v in cleaner.items())
     joint = torch.load(bench / "seed-0/joint/checkpoint.pt", weights_only=False)
     assert torch.count_nonzero(joint["state_dict"]["cleaner.out.weight"]) > 0
 
