@@ -7,6 +7,7 @@ never load PyTorch.
     labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE
     labelclean evaluate --model BUNDLE --data DATA
     labelclean serve --model BUNDLE [--host H --port P --workers N]   # HTTP service, no torch
+    labelclean clean --model BUNDLE --images URI --labels URI --out URI  # bulk, no torch
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     _serve_args(sub.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION))
+    _clean_args(sub.add_parser("clean", help=CLEAN_HELP, **CLEAN_PARSER))
     return parser
 
 
@@ -229,12 +231,52 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+CLEAN_HELP = "clean every image under a URI prefix with its noisy labels CSV, offline (no torch)"
+CLEAN_PARSER = dict(
+    description="Clean the noisy labels of every <ImageID>.<ext> directly under --images (a "
+    "folder, file:///path, s3://bucket/prefix/, or another installed fsspec protocol) with its "
+    "rows of --labels, an Open Images style CSV (ImageID,Source,LabelName,Confidence), through "
+    "the same cleaning code as POST /clean and the job workers, in this process (no Redis). "
+    "Writes to --out: cleaned.csv (ImageID,Source,LabelName,Confidence,Verdict: Source "
+    "labelclean, Confidence the cleaned score, Verdict kept/removed/added), errors.csv "
+    "(ImageID,Reason: images that could not be cleaned, CSV rows without an image file) and "
+    "summary.json (per class labels kept, removed, added, share removed). Resumable: work is "
+    "stored chunk by chunk under --out/_work, and rerunning the same command after an "
+    "interruption skips the stored chunks.",
+    epilog="S3: credentials and endpoint from the usual AWS settings (AWS_ENDPOINT_URL for "
+    "MinIO/Ceph, or LABELCLEAN_S3_ENDPOINT_URL). Exit status 2 with one line naming the "
+    "option for bad inputs.",
+)
+
+
+def _clean_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="bundle folder")
+    p.add_argument("--images", required=True, help="URI prefix holding <ImageID>.<ext> images")
+    p.add_argument("--labels", required=True, help="URI of the noisy labels CSV")
+    p.add_argument("--out", required=True, help="URI prefix (folder) to write the results to")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default) = CUDA when available")  # fmt: skip
+    p.add_argument("--chunk-size", type=int,
+                   help="images per stored chunk, the unit of resuming (default 1000)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
+    p.add_argument(
+        "--threshold",
+        help="cleaned-score threshold: one number in [0, 1] for every class, or a JSON object "
+        '{"label id": number} overriding those classes (default: the bundle\'s thresholds)',
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # build_parser() reads training defaults, which imports torch
         p = argparse.ArgumentParser(prog="labelclean serve", description=SERVE_DESCRIPTION)
         _serve_args(p)
         return p.parse_args(argv[1:], argparse.Namespace(command="serve"))
+    if argv[:1] == ["clean"]:  # torch-free as well
+        p = argparse.ArgumentParser(prog="labelclean clean", **CLEAN_PARSER)
+        _clean_args(p)
+        return p.parse_args(argv[1:], argparse.Namespace(command="clean"))
     return build_parser().parse_args(argv)
 
 

@@ -233,4 +233,53 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+CLEAN_FLAGS = {
+    "images": "--images",
+    "labels": "--labels",
+    "output": "--out",
+    "options.thresholds": "--threshold",
+    "options.chunk_size": "--chunk-size",
+}
+
+
+def clean(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from labelclean.model.labels import InputError
+    from labelclean.service.bulk import JobOptions, JobSpec
+    from labelclean.service.offline import run_offline
+    from labelclean.storage import Storage
+
+    threshold = args.threshold
+    if threshold is not None:
+        try:
+            threshold = json.loads(threshold)
+        except json.JSONDecodeError:
+            raise ValueError(f"--threshold: not a number or JSON object: {threshold!r}") from None
+    try:
+        options = JobOptions(thresholds=threshold, chunk_size=args.chunk_size)
+        spec = JobSpec(images=args.images, labels=args.labels, output=args.out, options=options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(x) for x in error["loc"] if not str(x)[0].isupper())
+        flag = CLEAN_FLAGS.get(where, CLEAN_FLAGS.get(f"options.{where}", where))
+        raise ValueError(f"{flag}: {error['msg']}") from None
+    storage = Storage.local()  # S3 endpoint: LABELCLEAN_S3_ENDPOINT_URL or AWS_ENDPOINT_URL
+    try:
+        summary = run_offline(
+            spec, args.model, storage=storage, device=args.device, progress=not args.quiet,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+    except InputError as exc:
+        flag = CLEAN_FLAGS.get(exc.field or "", exc.field or "input")
+        raise ValueError(f"{flag}: {exc}") from None
+    labels = summary["labels"]
+    print(
+        f"{summary['cleaned']} of {summary['images']} images cleaned, {summary['failed']} "
+        f"failed (errors.csv); labels kept {labels['kept']}, removed {labels['removed']}, "
+        f"added {labels['added']} -> {summary['files']['cleaned']}"
+    )
+    return 0
+
+
 __all__ = ["USER_ERRORS", "demo_data", "train", "benchmark", "export", "evaluate", "serve", "Path"]

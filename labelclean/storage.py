@@ -114,8 +114,10 @@ class Storage:
     @classmethod
     def local(cls, *, s3_endpoint_url: str | None = None) -> Storage:
         """Local files anywhere and every installed fsspec protocol (the offline CLI, training:
-        the user's own machine and credentials). S3's endpoint defaults to ``AWS_ENDPOINT_URL``."""
-        return cls(file_roots=None, protocols=None, s3_endpoint_url=s3_endpoint_url)
+        the user's own machine and credentials). S3's endpoint: ``s3_endpoint_url``, else
+        ``LABELCLEAN_S3_ENDPOINT_URL``, else botocore's own settings (``AWS_ENDPOINT_URL``)."""
+        endpoint = s3_endpoint_url or os.environ.get("LABELCLEAN_S3_ENDPOINT_URL") or None
+        return cls(file_roots=None, protocols=None, s3_endpoint_url=endpoint)
 
     # Resolving URIs.
 

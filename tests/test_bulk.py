@@ -18,19 +18,14 @@ from labelclean.service.bulk import JobOptions, JobSpec
 from labelclean.storage import Storage
 
 from .bulk_fixtures import (  # noqa: F401 - fixtures
-    GHOST,
-    NOT_AN_IMAGE,
-    TRUNCATED,
     UNKNOWN,
     JobFiles,
-    assert_same_as_clean,
     bundle,
     bundle_dir,
-    clean_rows,
+    check_results,
     job_files,
     onnx,
     read_csv,
-    rows_by_image,
     s3,
     upload,
 )
@@ -66,41 +61,6 @@ def local_spec(files: JobFiles, **options) -> JobSpec:
         images=f"file://{files.images}", labels=str(files.labels),
         output=f"file://{files.root}/out", options=JobOptions(**options),
     )  # fmt: skip
-
-
-def check_results(files: JobFiles, out: Path, bundle, onnx, summary: dict, **kw) -> None:  # noqa: F811
-    """cleaned.csv per image == the /clean path; errors.csv lists the rest; summary counts."""
-    cleaned = read_csv(out / "cleaned.csv")
-    assert cleaned[0] == ["ImageID", "Source", "LabelName", "Confidence", "Verdict"]
-    got = rows_by_image(cleaned[1:])
-    for image in files.good:
-        want = clean_rows(bundle, onnx, files.data[image], files.given[image], **kw)
-        assert_same_as_clean(got.get(image, []), want)
-    assert set(got) <= set(files.good)
-    assert list(got) == sorted(got)  # chunk order = ImageID order
-    errors = read_csv(out / "errors.csv")
-    assert errors[0] == ["ImageID", "Reason"]
-    reasons = dict(errors[1:])
-    assert len(reasons) == len(errors) - 1  # each image listed once
-    assert set(reasons) == {TRUNCATED, NOT_AN_IMAGE, UNKNOWN, GHOST}
-    assert reasons[TRUNCATED].startswith("corrupt_image")
-    assert reasons[NOT_AN_IMAGE].startswith("unsupported_image")
-    assert "/fm/unknown" in reasons[UNKNOWN]
-    assert reasons[GHOST].startswith("no image file under")
-    assert summary == json.loads((out / "summary.json").read_text())
-    assert summary["cleaned"] == len(files.good) and summary["failed"] == 4
-    assert summary["images"] == summary["cleaned"] + summary["failed"]
-    rows = cleaned[1:]
-    for verdict in ("kept", "removed", "added"):
-        assert summary["labels"][verdict] == sum(r[4] == verdict for r in rows)
-        for label, counts in summary["classes"].items():
-            assert counts[verdict] == sum(r[4] == verdict and r[2] == label for r in rows)
-    given = sum(len(files.given[i]) for i in files.good)
-    assert summary["labels"]["input"] == given
-    assert summary["labels"]["kept"] + summary["labels"]["removed"] == given
-    for counts in summary["classes"].values():
-        if counts["input"]:
-            assert counts["removed_share"] == round(counts["removed"] / counts["input"], 6)
 
 
 def test_job_over_local_files_matches_clean(job_files: JobFiles, bundle, onnx):  # noqa: F811

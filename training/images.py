@@ -1,4 +1,4 @@
-"""Fetch and decode training images from a folder or an S3 bucket prefix.
+"""Fetch and decode training images from a folder or a bucket prefix (labelclean.storage).
 
     source = open_source("DATA/images")            # or "s3://bucket/prefix"
     pixels, failures = load_images(source, image_ids, spec)
@@ -9,18 +9,16 @@ that is missing or fails to decode is skipped and reported, never a crash.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
 
 import numpy as np
 from tqdm import tqdm
 
 from ..model.config import InputSpec
 from ..model.preprocess import ImageError, load_pixels
+from ..storage import Storage, StorageError, split_uri
 from .openimages import DataError
 
 
@@ -31,63 +29,36 @@ class ImageSource(Protocol):
     def read(self, key: str) -> bytes: ...
 
 
-class FolderSource:
-    def __init__(self, root: Path) -> None:
-        if not root.is_dir():
-            raise DataError(f"{root}: image folder not found")
-        self.root = root
+class StorageSource:
+    """The files directly under a folder or URI prefix, read through labelclean.storage (the
+    same layer as bulk jobs): a local folder, ``s3://bucket/prefix`` (s3fs; endpoint from
+    ``AWS_ENDPOINT_URL`` or ``LABELCLEAN_S3_ENDPOINT_URL``), or another installed fsspec
+    protocol."""
+
+    def __init__(self, uri: str, storage: Storage | None = None) -> None:
+        self.storage = storage or Storage.local()
+        protocol, _ = split_uri(uri)
+        self.uri = uri if protocol == "file" or uri.endswith("/") else uri + "/"
 
     def keys(self) -> dict[str, str]:
-        return {
-            entry.name.rsplit(".", 1)[0]: entry.path
-            for entry in os.scandir(self.root)
-            if entry.is_file()
-        }
+        try:
+            return {name.rsplit(".", 1)[0]: key for name, key in self.storage.list(self.uri)}
+        except StorageError as exc:
+            if exc.missing and split_uri(self.uri)[0] == "file":
+                raise DataError(f"{self.uri}: image folder not found") from exc
+            reason = "not found" if exc.missing else str(exc)
+            raise DataError(f"{self.uri}: cannot list images ({reason})") from exc
 
     def read(self, key: str) -> bytes:
-        return Path(key).read_bytes()
-
-
-class S3Source:
-    """Images under an S3 prefix; endpoint and credentials come from the usual AWS settings
-    (``AWS_ENDPOINT_URL`` and friends)."""
-
-    def __init__(self, uri: str) -> None:
-        try:
-            import boto3
-        except ImportError as exc:
-            raise DataError("reading images from S3 needs boto3 (pip install boto3)") from exc
-        parsed = urlparse(uri)
-        self.bucket, self.prefix = parsed.netloc, parsed.path.lstrip("/")
-        if self.prefix and not self.prefix.endswith("/"):
-            self.prefix += "/"
-        self.client = boto3.client("s3")
-
-    def keys(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for obj in page.get("Contents", []):
-                    name = obj["Key"][len(self.prefix) :]
-                    if "/" not in name:
-                        found[name.rsplit(".", 1)[0]] = obj["Key"]
-        except Exception as exc:  # noqa: BLE001 - botocore raises many kinds; all mean "cannot list"
-            raise DataError(
-                f"s3://{self.bucket}/{self.prefix}: cannot list images ({exc})"
-            ) from exc
-        return found
-
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return self.storage.read_bytes(key)
 
 
 def open_source(uri: str) -> ImageSource:
-    if uri.startswith("s3://"):
-        return S3Source(uri)
-    if "://" in uri:
-        raise DataError(f"{uri}: unsupported image location (use a folder or s3://bucket/prefix)")
-    return FolderSource(Path(uri))
+    """Images under a folder or URI prefix (``s3://bucket/prefix``); DataError if unusable."""
+    try:
+        return StorageSource(uri)
+    except StorageError as exc:
+        raise DataError(f"{uri}: unsupported image location ({exc})") from exc
 
 
 @dataclass
