@@ -16,7 +16,8 @@ from .conftest import FAST_TRAIN
 
 
 def fast(**changes: str) -> list[str]:
-    args = list(FAST_TRAIN)
+    """FAST_TRAIN on the CPU, where a resumed run equals an uninterrupted one bit for bit."""
+    args = [*FAST_TRAIN, "--device", "cpu"]
     for flag, value in changes.items():
         args[args.index("--" + flag.replace("_", "-")) + 1] = value
     return args
@@ -34,7 +35,7 @@ def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
     out = tmp_path_factory.mktemp("resume")
     common = ["train", "--data", str(tiny_data), "--no-export"]
-    assert main([*common, "--out", str(out / "noisy"), "--mode", "noisy", *FAST_TRAIN]) == 0
+    assert main([*common, "--out", str(out / "noisy"), "--mode", "noisy", *fast()]) == 0
     noisy = out / "noisy" / "checkpoint.pt"
     clean = [*common, "--mode", "finetune-clean", "--init", str(noisy), *fast(clean_epochs="2")]
     assert main([*clean, "--out", str(out / "whole")]) == 0
@@ -99,6 +100,7 @@ def test_run_started_from_init_resumes_its_own_phases(
         ("another mode", "mode: 'finetune-clean' in the checkpoint, 'joint' now"),
         ("another width", "width: 4 in the checkpoint, 8 now"),
         ("another init", "not the model the run started from"),
+        ("reordered classes", "classes: the data set's class file lists other classes"),
     ],
 )
 def test_resume_with_contradicting_flags_names_the_difference(
@@ -114,8 +116,13 @@ def test_resume_with_contradicting_flags_names_the_difference(
         extra = ["--mode", "joint"]
     elif case == "another width":
         changes["width"] = "8"
-    else:  # the uninterrupted run's final model, not the noisy model both started from
+    elif case == "another init":  # the uninterrupted run's model, not the noisy one
         extra += ["--init", str(runs["whole"] / "checkpoint.pt")]
+    else:  # same classes, another order: the classifier's outputs would mean other classes
+        tiny_data = shutil.copytree(tiny_data, tmp_path / "data")
+        classes = tiny_data / "class-descriptions.csv"
+        header, *rows = classes.read_text().splitlines()
+        classes.write_text("\n".join([header, *reversed(rows)]) + "\n")
     code = main(resume_args(tiny_data, run_dir, *extra, **changes))
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err

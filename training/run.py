@@ -116,7 +116,7 @@ def train(
     device = resolve_device(cfg.device)
     state = load_checkpoint(resume) if resume else None
     if state:
-        phases = resume_schedule(state, resume, cfg, model_cfg, init, backbone_weights)
+        phases = resume_schedule(state, resume, cfg, model_cfg, data, init, backbone_weights)
     else:
         phases = phases_for(cfg, from_noisy=init is not None)
     check_verified(data, cfg, phases)
@@ -209,6 +209,7 @@ def resume_schedule(
     path: Path,
     cfg: TrainConfig,
     model_cfg: ModelConfig,
+    data: TrainingData,
     init: Path | None,
     backbone_weights: Path | None,
 ) -> list:
@@ -217,8 +218,8 @@ def resume_schedule(
     ``--init`` and ``--backbone-weights`` say where a run starts; a resumed run starts from its
     checkpoint, so they may be left out (a run begun with ``--init`` resumes without it and
     does not train the noisy phase again). Everything given must agree with the checkpoint:
-    the schedule and model settings, and ``--init`` / ``--backbone-weights`` when given. A
-    difference stops the run with each one named (CheckpointError).
+    the schedule and model settings, the classes, and ``--init`` / ``--backbone-weights`` when
+    given. A difference stops the run with each one named (CheckpointError).
     """
     saved_cfg, now_cfg = state.get("train_config", {}), cfg.to_dict()
     saved_model, now_model = _flat(state["model_config"]), _flat(model_cfg.to_dict())
@@ -231,6 +232,8 @@ def resume_schedule(
         for key in now
         if key in saved and key not in skip and saved[key] != now[key]
     ]
+    if [i for i, _ in state["classes"]] != [c.id for c in data.classes]:
+        differences.append("classes: the data set's class file lists other classes")
     phases = [(phase, epochs) for phase, epochs in state["phases"]]
     start = state.get("start") or {}
     if init is not None:
