@@ -261,9 +261,12 @@ def clean(args: argparse.Namespace) -> int:
         spec = JobSpec(images=args.images, labels=args.labels, output=args.out, options=options)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(x) for x in error["loc"] if not str(x)[0].isupper())
+        where = str(error["loc"][0]) if error["loc"] else ""
         flag = CLEAN_FLAGS.get(where, CLEAN_FLAGS.get(f"options.{where}", where))
-        raise ValueError(f"{flag}: {error['msg']}") from None
+        message = error["msg"]
+        if where == "thresholds":
+            message = 'one number in [0, 1], or a JSON object {"label id": number, ...}'
+        raise ValueError(f"{flag}: {message}") from None
     storage = Storage.local()  # S3 endpoint: LABELCLEAN_S3_ENDPOINT_URL or AWS_ENDPOINT_URL
     try:
         summary = run_offline(

@@ -93,9 +93,14 @@ async def process_chunk(
 
     items = chunk.items
     size = max(1, batch_size)
-    outcomes = await asyncio.gather(
-        *(batch(items[i : i + size]) for i in range(0, len(items), size))
-    )
+    tasks = [asyncio.ensure_future(batch(items[i : i + size])) for i in range(0, len(items), size)]
+    try:
+        outcomes = await asyncio.gather(*tasks)
+    except BaseException:  # one batch failed (or we were cancelled): stop the others too
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     cleaned: dict[str, Any] = {}
     failed: dict[str, str] = {}
     for done, errors in outcomes:

@@ -169,6 +169,32 @@ def test_reading_overlaps_inference(job_files: JobFiles, bundle, onnx):  # noqa:
     assert waiting < 0.4  # one read after another would leave predict idle 7 x 0.1 s
 
 
+def test_a_failing_predict_fails_the_chunk_and_stops_its_batches(job_files, bundle, onnx):  # noqa: F811
+    storage = Storage.local()
+    spec = local_spec(job_files)
+    bulk.plan(spec, storage, chunk_size=100, label_index=bundle.index)
+    chunk = bulk.load_chunk(spec, storage, 0)
+    calls = []
+
+    def predict(x, y):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise RuntimeError("GPU fell over")
+        return onnx.run(x, y)
+
+    async def run() -> tuple[int, int]:
+        with pytest.raises(RuntimeError, match="GPU fell over"):
+            await bulk.process_chunk(
+                chunk, bundle=bundle, predict=predict, storage=storage, batch_size=4
+            )
+        raised = len(calls)
+        await asyncio.sleep(0.3)  # batches still under way would predict meanwhile
+        return raised, len(calls)
+
+    raised, later = asyncio.run(run())
+    assert raised == later < 8  # the chunk's other batches were stopped, not left running
+
+
 def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Path):  # noqa: F811
     storage = Storage(file_roots=[job_files.root])
     good = local_spec(job_files)
