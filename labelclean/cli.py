@@ -8,6 +8,7 @@ never load PyTorch.
     labelclean evaluate --model BUNDLE --data DATA
     labelclean serve --model BUNDLE [--host H --port P --workers N]   # HTTP service, no torch
     labelclean clean --model BUNDLE --images URI --labels URI --out URI  # bulk, no torch
+    labelclean worker --model BUNDLE [--burst]      # bulk jobs from Redis (POST /jobs), no torch
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _serve_args(sub.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION))
     _clean_args(sub.add_parser("clean", help=CLEAN_HELP, **CLEAN_PARSER))
+    _worker_args(sub.add_parser("worker", help=WORKER_HELP, description=WORKER_DESCRIPTION))
     return parser
 
 
@@ -267,6 +269,26 @@ def _clean_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+WORKER_HELP = "do bulk cleaning jobs (POST /jobs) from the Redis queue (no torch)"
+WORKER_DESCRIPTION = (
+    "Take chunks of bulk jobs from Redis (LABELCLEAN_REDIS_URL) and clean them with the bundle, "
+    "loaded once. Run any number, on any hosts that share Redis and the buckets. Settings come "
+    "from LABELCLEAN_* variables (job_*, worker_batch_size, file_roots, s3_endpoint_url, "
+    "device). SIGTERM finishes the chunk in hand, then exits."
+)
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="bundle folder (default: $LABELCLEAN_MODEL)")
+    p.add_argument(
+        "--burst", action="store_true",
+        help="exit once the queue is empty and no chunk is pending with any worker",
+    )  # fmt: skip
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="auto (default) = CUDA when available"
+    )
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # build_parser() reads training defaults, which imports torch
@@ -277,6 +299,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         p = argparse.ArgumentParser(prog="labelclean clean", **CLEAN_PARSER)
         _clean_args(p)
         return p.parse_args(argv[1:], argparse.Namespace(command="clean"))
+    if argv[:1] == ["worker"]:  # torch-free as well
+        p = argparse.ArgumentParser(prog="labelclean worker", description=WORKER_DESCRIPTION)
+        _worker_args(p)
+        return p.parse_args(argv[1:], argparse.Namespace(command="worker"))
     return build_parser().parse_args(argv)
 
 

@@ -285,4 +285,15 @@ def clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    from labelclean.service.worker import run_worker
+    from labelclean.settings import Settings
+
+    given = {k: getattr(args, k) for k in ("model", "device")}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    if settings.model is None:
+        raise ValueError("no model bundle: pass --model BUNDLE or set LABELCLEAN_MODEL")
+    return run_worker(settings, settings.model, burst=args.burst)
+
+
 __all__ = ["USER_ERRORS", "demo_data", "train", "benchmark", "export", "evaluate", "serve", "Path"]

@@ -17,4 +17,10 @@ multipart.py      reading uploads within limits;  body_limit.py: 413 while the b
 auth.py           optional API keys;  errors.py: every error -> one JSON shape
 schemas.py        response bodies;  openapi.py: the contract, openapi.yaml
 server.py         run_server(): what `labelclean serve` calls
+
+Bulk jobs (POST /jobs; Redis; no torch either):
+jobs_api.py       POST/GET/DELETE /jobs...: validate, create in Redis, status, results CSV
+job_store.py      job records in Redis and the atomic job steps (Lua): create, plan, chunk done
+job_queue.py      the work stream: consumer group, reclaiming idle messages, dead letters
+worker.py         `labelclean worker`: the model once, messages -> plan / clean chunk / finalize
 """

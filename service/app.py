@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..settings import Settings, get_settings
-from . import health, inference, metrics_route, model_info
+from . import health, inference, jobs_api, metrics_route, model_info
 from .body_limit import BodySizeLimit
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await state.stop()
+            await app.state.jobs.close()
             sys.setswitchinterval(switch_interval)
 
     app = FastAPI(
@@ -63,8 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics
     app.state.settings = settings  # not a dependency override: FastAPI re-inspects those per call
+    app.state.jobs = jobs_api.Jobs(settings)  # Redis and storage; connects on first use
+    metrics.watch_jobs(app.state.jobs.store)
     install_error_handlers(app)
-    for module in (inference, health, model_info, metrics_route):  # the busy routes match first
+    for module in (inference, health, model_info, metrics_route, jobs_api):  # busy routes first
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -81,6 +81,20 @@ class Overloaded(ApiError):
     status, code = 503, "overloaded"
 
 
+class JobNotFound(ApiError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(ApiError):
+    status, code = 409, "job_conflict"
+
+
+class JobsUnavailable(ApiError):
+    """Redis cannot be reached: bulk jobs answer 503, /classify and /clean carry on."""
+
+    status, code = 503, "jobs_unavailable"
+
+
 IMAGE_STATUS: dict[type[ImageError], int] = {
     ImageTooLarge: 413,
     UnsupportedImage: 415,
@@ -167,9 +181,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {
         400: "Malformed request (e.g. broken multipart body)",
         401: "Missing or wrong API key",
+        404: "No such job (unknown, or expired after its retention time)",
+        409: "The job is not in a state for this (results before completion, output in use)",
         413: "Body, image count or image pixels over the limit",
         415: "Not multipart/form-data, not an image, or an image format not allowed",
-        422: "Invalid field (labels, threshold, top_k) or corrupt image",
-        503: "Model not loaded, provider not as demanded, or queue full",
+        422: "Invalid field (labels, threshold, top_k; a job's images, labels, output) or "
+        "corrupt image",
+        503: "Model not loaded, provider not as demanded, queue full, or (jobs) Redis down",
     }
     return {s: {"model": ErrorBody, "description": words[s]} for s in statuses}

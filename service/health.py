@@ -1,9 +1,10 @@
 """Liveness and readiness, kept apart: /healthz answers while the process runs, /readyz only
-when the model is loaded and running on the provider that was demanded."""
+when the model is loaded and running on the provider that was demanded. /readyz also says
+whether Redis (bulk jobs) answers, without failing on it: /classify and /clean do not need it."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from .auth import require_api_key
 from .errors import ModelNotReady, error_responses
@@ -24,7 +25,11 @@ async def healthz() -> Health:
     dependencies=[Depends(require_api_key)],
     responses=error_responses(401, 503),
 )
-async def readyz(state: State) -> Ready:
+async def readyz(state: State, request: Request) -> Ready:
     if not state.ready or state.provider is None:
         raise ModelNotReady(f"model not ready: {state.reason}")
-    return Ready(status="ready", provider=state.provider)
+    redis_error = await request.app.state.jobs.redis_error()
+    return Ready(
+        status="ready", provider=state.provider, redis="unreachable" if redis_error else "ok",
+        redis_error=redis_error,
+    )  # fmt: skip

@@ -33,6 +33,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -233,13 +234,17 @@ if state == 'queued' then redis.call('HSET', KEYS[1], 'state', 'running', 'start
 return state or ''
 """
 
-# KEYS job, queue; ARGV total, chunks, failed (planning errors), job id, message id, group
-_PLANNED = """
+# KEYS job, queue, errors; ARGV total, chunks, failed (planning errors), job id, message id,
+#      group, errors JSON...
+_PLANNED = (
+    _FINISH
+    + """
 local enqueued = 0
 if redis.call('HGET', KEYS[1], 'state') == 'running'
     and redis.call('HSETNX', KEYS[1], 'planned', 1) == 1 then
   redis.call('HSET', KEYS[1], 'total', ARGV[1], 'chunks', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+  push_errors(KEYS[3], 7, $SAMPLE)
   local n = tonumber(ARGV[2])
   if n == 0 then
     redis.call('XADD', KEYS[2], '*', 'kind', 'finalize', 'job', ARGV[4])
@@ -253,6 +258,7 @@ redis.call('XACK', KEYS[2], ARGV[6], ARGV[5])
 redis.call('XDEL', KEYS[2], ARGV[5])
 return enqueued
 """
+).replace("$SAMPLE", str(ERROR_SAMPLE))
 
 # KEYS job, chunks, errors, queue, stats
 # ARGV message id, group, chunk, images done, images failed, job id, errors JSON...
@@ -426,13 +432,15 @@ class JobStore:
         return bool(await self.redis.hexists(job_key(job_id), "planned"))
 
     async def planned(
-        self, job_id: str, *, total: int, chunks: int, failed: int, message: str
-    ) -> bool:
-        """Record the plan, enqueue one message per chunk (once) and acknowledge ``message``."""
-        keys = [job_key(job_id), QUEUE]
-        return bool(
-            await self._planned(keys=keys, args=[total, chunks, failed, job_id, message, GROUP])
-        )
+        self, job_id: str, *, total: int, chunks: int, failed: int, message: str,
+        errors: Sequence[tuple[str, str]] = (),
+    ) -> bool:  # fmt: skip
+        """Record the plan (``failed``: images refused while planning, ``errors`` a sample of
+        them), enqueue one message per chunk (once) and acknowledge ``message``."""
+        keys = [job_key(job_id), QUEUE, job_key(job_id) + ":errors"]
+        sample = [json.dumps({"image": i, "reason": r}) for i, r in errors[:ERROR_SAMPLE]]
+        args = [total, chunks, failed, job_id, message, GROUP, *sample]
+        return bool(await self._planned(keys=keys, args=args))
 
     async def complete_chunk(
         self, job_id: str, chunk: int, *, message: str, done: int, failed: int,

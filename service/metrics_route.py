@@ -21,5 +21,7 @@ router = APIRouter(tags=["metrics"], dependencies=[Depends(require_api_key)])
     },
 )
 async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.exposed
+    metrics = request.app.state.metrics
+    await metrics.jobs.refresh()  # the bulk-job counters, from Redis
+    registry = metrics.exposed
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,10 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     provider: str = Field(description="ONNX Runtime execution provider running the model")
+    redis: Literal["ok", "unreachable"] = Field(
+        description="the Redis of bulk jobs; /classify and /clean work without it, POST /jobs not"
+    )
+    redis_error: str | None = Field(None, description="why Redis is unreachable")
 
 
 class ScoredLabel(BaseModel):

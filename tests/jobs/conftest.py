@@ -197,6 +197,28 @@ def dataset() -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def reference(bundle_dir: Path, dataset: Dataset) -> dict[str, list[tuple[str, float, str]]]:
+    """ImageID -> [(label, cleaned score, verdict)] from model.cleaning in this process (the
+    bundle's thresholds), for the images that have rows."""
+    from labelclean.model.bundle import load_bundle
+    from labelclean.model.cleaning import clean_images_sync
+    from labelclean.model.runtime import OnnxModel
+
+    bundle = load_bundle(bundle_dir)
+    model = OnnxModel(bundle, device="cpu", threads=1)
+    ids = sorted(dataset.images)
+    labels = [[{"label": k, "confidence": v} for k, v in dataset.labels[i]] for i in ids]
+    results = clean_images_sync(
+        bundle, [dataset.images[i] for i in ids], labels, predict=model.run
+    )  # fmt: skip
+    return {
+        image: [(v.id, v.cleaned, v.verdict) for v in result.labels]
+        for image, result in zip(ids, results, strict=True)
+        if result.labels
+    }
+
+
+@pytest.fixture(scope="session")
 def bucket(s3: S3, dataset: Dataset) -> str:
     """s3://jobs/ with images/<ImageID>.png (real and two corrupt) and labels.csv."""
     client = s3.client

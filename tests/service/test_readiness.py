@@ -57,10 +57,10 @@ def test_cuda_demanded_but_absent_is_live_not_ready(cuda_server: Server, images)
 def test_auto_device_runs_on_cpu_and_is_ready(server: Server) -> None:
     with server.client() as c:
         r = c.get("/readyz")
-    assert r.status_code == 200 and r.json() == {
-        "status": "ready",
-        "provider": "CPUExecutionProvider",
-    }
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["status"], body["provider"]) == ("ready", "CPUExecutionProvider")
+    assert body["redis"] in ("ok", "unreachable")  # bulk jobs' Redis: reported, not required
 
 
 def test_a_killed_inference_process_is_restarted_and_the_server_stays_up(

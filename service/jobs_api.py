@@ -1,0 +1,240 @@
+"""The bulk job API: POST /jobs, GET /jobs, GET /jobs/{id}, GET /jobs/{id}/results,
+DELETE /jobs/{id}. Jobs live in Redis (service.job_store); workers do them (service.worker).
+
+    POST /jobs {"images": "s3://b/imgs/", "labels": "s3://b/labels.csv", "output": "s3://b/out/"}
+    -> 202 {"id": "...", "state": "queued", ...}     Location: /jobs/{id}
+
+The inputs are checked before a job is accepted (service.bulk.validate_spec: they exist, the
+first rows of the labels CSV parse, the output is writable; 422 naming the field). An
+``Idempotency-Key`` header makes a retried POST answer with the job the first one created (422
+when the key comes with another request). When Redis cannot be reached these routes answer 503
+(``jobs_unavailable``); /classify and /clean do not need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from ..settings import Settings
+from ..storage import Storage, StorageError
+from . import bulk
+from .auth import require_api_key
+from .errors import (
+    InvalidInput,
+    JobConflict,
+    JobNotFound,
+    JobsUnavailable,
+    error_responses,
+)  # fmt: skip
+from .job_store import FINISHED, UNREACHABLE, Job, JobState, JobStore, redis_client, safe_url
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+READY_TIMEOUT_S = 0.5
+READY_CACHE_S = 1.0
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class Jobs:
+    """What the app holds for jobs: a Redis client, the job store and the storage layer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_client(settings.redis_url, timeout_s=1.0, retries=1)
+        self.store = JobStore(self.redis, retention_s=settings.job_retention_s)
+        self.storage = Storage.from_settings(settings)
+        self._checked: tuple[float, str | None] = (-READY_CACHE_S, None)
+
+    def unavailable(self, exc: BaseException) -> JobsUnavailable:
+        return JobsUnavailable(
+            f"bulk jobs are unavailable: cannot reach Redis at "
+            f"{safe_url(self.settings.redis_url)} ({exc}); /classify and /clean still work"
+        )
+
+    @contextlib.asynccontextmanager
+    async def reachable(self) -> AsyncIterator[JobStore]:
+        """The store; Redis being unreachable inside the block becomes a 503."""
+        try:
+            yield self.store
+        except UNREACHABLE as exc:
+            raise self.unavailable(exc) from exc
+
+    async def redis_error(self) -> str | None:
+        """None when Redis answers a PING, else why not (for /readyz: answered within
+        READY_TIMEOUT_S and remembered for READY_CACHE_S, so probes stay fast when Redis is not)."""
+        now = time.monotonic()
+        if now - self._checked[0] < READY_CACHE_S:
+            return self._checked[1]
+        try:
+            await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT_S)
+            error = None
+        except (*UNREACHABLE, TimeoutError, OSError) as exc:
+            reason = str(exc) or f"no answer within {READY_TIMEOUT_S} s"
+            error = f"cannot reach Redis at {safe_url(self.settings.redis_url)}: {reason}"
+        self._checked = (time.monotonic(), error)
+        return error
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def get_jobs(request: Request) -> Jobs:
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+
+
+def _same_request(job: Job, spec: dict[str, Any]) -> bool:
+    given = {"images": job.images, "labels": job.labels, "output": job.output,
+             "options": job.options}  # fmt: skip
+    return json.dumps(given, sort_keys=True) == json.dumps(spec, sort_keys=True)
+
+
+def _replay(job: Job, spec: dict[str, Any], response: Response) -> Job:
+    if not _same_request(job, spec):
+        raise InvalidInput(
+            f"this Idempotency-Key was used for another request (job {job.id}): send a new key "
+            "for a new job",
+            field="Idempotency-Key", code="idempotency_key_reused",
+        )  # fmt: skip
+    response.headers["Location"] = f"/jobs/{job.id}"
+    response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.post(
+    "/jobs",
+    summary="Start a bulk cleaning job over every image under a URI prefix",
+    status_code=202,
+    response_model=Job,
+    responses=error_responses(401, 409, 422, 503),
+)
+async def create_job(
+    spec: bulk.JobSpec,
+    request: Request,
+    response: Response,
+    jobs: JobsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="a retried POST with the same key answers with the same job",
+        ),
+    ] = None,  # fmt: skip
+) -> Job:
+    wanted = spec.model_dump(mode="json")
+    async with jobs.reachable() as store:
+        await store.redis.ping()  # fail fast with 503, before reading the inputs
+        if idempotency_key:
+            existing = await store.find_idempotent(idempotency_key)
+            if existing is not None:
+                return _replay(existing, wanted, response)
+    bundle = request.app.state.service.bundle
+    try:
+        await asyncio.to_thread(
+            bulk.validate_spec, spec, jobs.storage, bundle.index if bundle else None
+        )
+    except StorageError as exc:
+        raise InvalidInput(str(exc), field=exc.field, code="invalid_uri") from exc
+    async with jobs.reachable() as store:
+        job_id, outcome = await store.create(wanted, idempotency=idempotency_key)
+        job = await store.get(job_id)
+    if job is None:  # expired between the two calls: only with absurd retention
+        raise JobNotFound(f"job {job_id} vanished")
+    if outcome == "busy":
+        raise JobConflict(
+            f"{spec.output}: job {job_id} ({job.state}) is writing there; wait for it to finish "
+            f"or cancel it (DELETE /jobs/{job_id})",
+            field="output", code="output_in_use",
+        )  # fmt: skip
+    if outcome == "replayed":  # a concurrent POST with the same key won
+        return _replay(job, wanted, response)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+@router.get(
+    "/jobs", summary="Recent jobs, newest first", responses=error_responses(401, 503)
+)  # fmt: skip
+async def list_jobs(jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
+    async with jobs.reachable() as store:
+        return JobList(jobs=await store.list(limit))
+
+
+async def _job(store: JobStore, job_id: str) -> Job:
+    job = await store.get(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r} (unknown, or expired after its retention time)")
+    return job
+
+
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job's state, counts, times, images/s and a sample of errors",
+    responses=error_responses(401, 404, 503),
+)
+async def get_job(job_id: str, jobs: JobsDep) -> Job:
+    async with jobs.reachable() as store:
+        return await _job(store, job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/results",
+    summary="The cleaned labels of a completed job, as CSV",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "ImageID,Source,LabelName,Confidence,Verdict (Source labelclean, "
+            "Confidence the cleaned score; every given label and every added one)",
+        },
+        **error_responses(401, 404, 409, 503),
+    },
+)
+async def job_results(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    async with jobs.reachable() as store:
+        job = await _job(store, job_id)
+    if job.state != JobState.completed:
+        raise JobConflict(
+            f"job {job_id} is {job.state}: results come when it has completed",
+            code="job_not_completed",
+        )  # fmt: skip
+    spec = bulk.JobSpec(images=job.images, labels=job.labels, output=job.output,
+                        options=bulk.JobOptions(**job.options))  # fmt: skip
+    try:
+        blocks: Iterator[bytes] = await asyncio.to_thread(bulk.open_results, spec, jobs.storage)
+    except StorageError as exc:
+        raise JobNotFound(f"job {job_id}'s results are gone: {exc}", code="results_gone") from exc
+    return StreamingResponse(
+        blocks,  # read in a thread pool, a block at a time
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-cleaned.csv"'},
+    )
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    summary="Cancel a queued or running job (workers drop its remaining chunks)",
+    responses=error_responses(401, 404, 409, 503),
+)
+async def cancel_job(job_id: str, jobs: JobsDep) -> Job:
+    async with jobs.reachable() as store:
+        outcome = await store.cancel(job_id)
+        job = await _job(store, job_id)
+    if outcome != "ok" and job.state in FINISHED and job.state != JobState.cancelled:
+        raise JobConflict(f"job {job_id} has {job.state}: nothing to cancel", code="job_finished")
+    return job
