@@ -195,6 +195,28 @@ def test_a_failing_predict_fails_the_chunk_and_stops_its_batches(job_files, bund
     assert raised == later < 8  # the chunk's other batches were stopped, not left running
 
 
+def test_unreadable_images_are_listed_and_the_rest_cleaned(job_files, bundle, onnx, tmp_path):  # noqa: F811
+    """A symlink out of the file roots and an image gone after planning: each is an error line
+    naming why; the job completes."""
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(job_files.data["img-0001"])
+    (job_files.images / "img-link.png").symlink_to(outside)
+    storage = Storage(file_roots=[job_files.root])
+    spec = local_spec(job_files)
+    job = bulk.plan(spec, storage, chunk_size=100, label_index=bundle.index)
+    (job_files.images / "img-0002.png").unlink()
+    _, summary = run_job(spec, storage, bundle, onnx)
+    reasons = dict(read_csv(job_files.root / "out" / "errors.csv")[1:])
+    assert (
+        reasons["img-link"].startswith("unreadable: ")
+        and "outside the allowed" in reasons["img-link"]
+    )
+    assert reasons["img-0002"].startswith("unreadable: ") and "not found" in reasons["img-0002"]
+    assert summary["failed"] == 6 and summary["cleaned"] == job.total - 4
+    cleaned = {r[0] for r in read_csv(job_files.root / "out" / "cleaned.csv")[1:]}
+    assert not cleaned & {"img-link", "img-0002"}
+
+
 def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Path):  # noqa: F811
     storage = Storage(file_roots=[job_files.root])
     good = local_spec(job_files)
