@@ -42,6 +42,11 @@ class Message:
     chunk: int | None
     deliveries: int  # 1 on the first try
 
+    @property
+    def part(self) -> str:
+        """What the message is about within its job: the chunk number, or plan / finalize."""
+        return self.kind if self.chunk is None else str(self.chunk)
+
     @classmethod
     def parse(cls, message_id: str, fields: dict[str, str], deliveries: int) -> Message:
         chunk = fields.get("chunk")

@@ -454,15 +454,16 @@ class JobStore:
         args = [message, GROUP, chunk, done, failed, job_id, *sample]
         return bool(await self._complete(keys=keys, args=args))
 
-    async def attempt_failed(self, job_id: str, chunk: int, error: str) -> None:
-        """Remember why a try of ``chunk`` failed (the dead letter quotes the last one)."""
+    async def attempt_failed(self, job_id: str, part: str, error: str) -> None:
+        """Remember why a try of ``part`` (a chunk number, plan or finalize) failed: the dead
+        letter quotes the last one."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id) + ":attempts", str(chunk), error)
-            pipe.hincrby(STATS, "chunks_retried", 1)
+            pipe.hset(job_key(job_id) + ":attempts", part, error)
+            pipe.hincrby(STATS, "chunks_retried" if part.isdigit() else "steps_retried", 1)
             await pipe.execute()
 
-    async def last_error(self, job_id: str, chunk: int) -> str | None:
-        return await self.redis.hget(job_key(job_id) + ":attempts", str(chunk))
+    async def last_error(self, job_id: str, part: str) -> str | None:
+        return await self.redis.hget(job_key(job_id) + ":attempts", part)
 
     async def dead_letter(
         self, job_id: str, *, message: str, kind: str, chunk: int | None, error: str,

@@ -56,7 +56,9 @@ from .job_queue import JobQueue, Message
 from .job_store import (
     ERROR_SAMPLE,
     FINISHED,
+    GROUP,
     PREFIX,
+    QUEUE,
     UNREACHABLE,
     WORKERS,
     JobState,
@@ -179,9 +181,13 @@ class Worker:
             if found is None or found[0] in FINISHED:
                 await self.queue.skip(message)  # cancelled, failed, or expired
                 return
-            spec = bulk.JobSpec.model_validate(found[1])
+            try:
+                spec = bulk.JobSpec.model_validate(found[1])
+            except ValueError as exc:  # written by another version: nothing to do with it
+                await self._dead_letter(message, None, f"unreadable job spec: {exc}")
+                return
             if message.deliveries > self.settings.job_max_tries:
-                last = await self.store.last_error(message.job, message.chunk or 0)
+                last = await self.store.last_error(message.job, message.part)
                 error = last or "the worker stopped (killed, crashed or lost Redis) during each try"
                 await self._dead_letter(message, spec, error)
                 return
@@ -216,12 +222,14 @@ class Worker:
         if message.deliveries >= self.settings.job_max_tries:
             await self._dead_letter(message, spec, error)
             return
-        await self.store.attempt_failed(message.job, message.chunk or 0, error)
+        await self.store.attempt_failed(message.job, message.part, error)
         await self.queue.retry_later(message, backoff(RETRY_DELAYS, message.deliveries - 1))
 
-    async def _dead_letter(self, message: Message, spec: bulk.JobSpec, error: str) -> None:
+    async def _dead_letter(
+        self, message: Message, spec: bulk.JobSpec | None, error: str
+    ) -> None:  # fmt: skip
         images: list[str] = []
-        if message.kind == "chunk" and message.chunk is not None:
+        if spec is not None and message.kind == "chunk" and message.chunk is not None:
             try:
                 chunk = await asyncio.to_thread(bulk.load_chunk, spec, self.storage, message.chunk)
                 images = [item.id for item in chunk.items]
@@ -338,6 +346,8 @@ class Worker:
             pipe.delete(f"{PREFIX}worker:{self.name}")
             pipe.zrem(WORKERS, self.name)
             await pipe.execute()
+        if not await self.queue.held(self.name):  # with messages held it must stay, for XAUTOCLAIM
+            await self.redis.xgroup_delconsumer(QUEUE, GROUP, self.name)
 
 
 def totals(summary: dict[str, Any]) -> dict[str, Any]:

@@ -115,11 +115,11 @@ def test_an_idle_message_is_reclaimed_and_dead_lettered_after_its_tries(redis_ma
         taken = await b.next(block_s=0.05)
         assert (taken.id, taken.deliveries) == (held.id, 2)
         assert not await a.touch(held)  # a no longer holds it (and does not take it back)
-        await store.attempt_failed(job_id, 0, "OSError: disk gone")
+        await store.attempt_failed(job_id, "0", "OSError: disk gone")
         await b.retry_later(taken, 0.0)
         again = await a.next(block_s=0.05)  # claimable at once after the failed try
         assert (again.id, again.deliveries) == (held.id, 3)
-        assert await store.last_error(job_id, 0) == "OSError: disk gone"
+        assert await store.last_error(job_id, "0") == "OSError: disk gone"
         assert await store.dead_letter(
             job_id, message=again.id, kind="chunk", chunk=0, error="OSError: disk gone",
             deliveries=3, images=["x", "y", "z"],
