@@ -21,7 +21,13 @@ from labelclean.model.backbones import default_input_spec
 from labelclean.model.config import ModelConfig
 from labelclean.model.network import LabelCleaningNet
 from labelclean.training.batches import Batch, prepare_data
-from labelclean.training.loop import Stepper, TrainConfig, make_optimizer, run_phase
+from labelclean.training.loop import (
+    Stepper,
+    TrainConfig,
+    batch_split,
+    make_optimizer,
+    run_phase,
+)
 from labelclean.training.openimages import DataFiles
 from labelclean.training.run import place_data, resolve_device
 
@@ -33,8 +39,7 @@ def sync(device: torch.device) -> None:
 
 def raw_step_rate(net, cfg: TrainConfig, phase: str, device, steps: int) -> float:
     spec = net.config.input
-    n_v = max(1, round(cfg.batch_size * cfg.verified_share))
-    n_t = cfg.batch_size - n_v
+    n_t, n_v = batch_split(cfg, phase)  # the first batch of an epoch (64: 58 T + 6 V)
     d = net.config.num_classes
 
     def batch(n: int) -> Batch:

@@ -228,7 +228,8 @@ def render_markdown(
         f"Data: T {len(data.noisy_train)}, V {len(data.verified)} (+{len(data.calibration)} "
         f"held out for thresholds), test {len(data.test)} images, {len(data.classes)} classes. "
         f"Backbone {model_cfg.backbone}; {cfg.epochs} noisy epochs, {cfg.finetune_epochs} "
-        f"fine-tune epochs; seeds {', '.join(map(str, seeds))}.",
+        f"fine-tune epochs; batches of {cfg.batch_size}, T:V 9:1; loss reduction "
+        f"`{cfg.loss_reduction}`; seeds {', '.join(map(str, seeds))}.",
         "",
         "Classifier on the test set against human labels (percent; mean ± range over seeds):",
         "",
