@@ -167,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init", type=Path, help="start from this noisy-phase checkpoint instead of training it"
     )
-    p.add_argument("--resume", type=Path, help="continue an interrupted run from its checkpoint")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        help="continue an interrupted run from its checkpoint, with the phases it recorded "
+        "(--init and --backbone-weights may be left out); repeat the run's schedule and model "
+        "flags: one that differs from the checkpoint stops the run naming the difference",
+    )
     p.add_argument("--no-export", action="store_true", help="skip writing RUN/bundle")
     _train_args(p)
 
