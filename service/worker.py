@@ -71,6 +71,7 @@ from .threads import ThreadPool
 log = logging.getLogger("labelclean.worker")
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # before a failed message's next try
+SHUTDOWN_S = 5.0  # the most each step of stopping may take
 TEST_DELAY_ENV = "LABELCLEAN_TEST_CHUNK_DELAY_S"
 """Tests only: seconds a worker waits between cleaning a chunk and storing it, so that a test
 can stop it while it holds the chunk."""
@@ -105,6 +106,7 @@ class Worker:
         self.heartbeat_s = max(0.2, min(5.0, settings.job_claim_idle_s / 3))
         self.test_delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self.stopping = asyncio.Event()
+        self._beat_stop = asyncio.Event()
         self.current: Message | None = None
         self.handled = 0
         self.started = time.time()
@@ -115,11 +117,10 @@ class Worker:
 
     async def run(self) -> int:
         """Work until stopped (or, with ``burst``, until the queue is drained); returns 0."""
-        main = asyncio.current_task()
-        if self.handle_signals and main is not None:
+        if self.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._signalled, main)
+                loop.add_signal_handler(sig, self._signalled)
         beat = asyncio.create_task(self._heartbeat())
         log.info(
             "worker %s: model %s on %s, redis %s", self.name, self.bundle.path,
@@ -155,22 +156,24 @@ class Worker:
                         raise
                     await self.store.ensure_group()
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *UNREACHABLE):
-                await beat
-            with contextlib.suppress(RedisError, OSError):
-                await self._leave()
-            await self.redis.aclose()
+            # The heartbeat stops between beats, not by cancel(): redis-py can swallow a
+            # cancellation that lands inside a command, and the task would then run on.
+            self._beat_stop.set()
+            if not (await asyncio.wait({beat}, timeout=SHUTDOWN_S))[0]:
+                beat.cancel()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._leave(), SHUTDOWN_S)
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self.redis.aclose(), SHUTDOWN_S)
             self._decode.shutdown()
             self._infer.shutdown()
         log.info("worker %s: stopped after %d message(s)", self.name, self.handled)
         return 0
 
-    def _signalled(self, main: asyncio.Task[Any]) -> None:
-        if self.stopping.is_set():
+    def _signalled(self) -> None:
+        if self.stopping.is_set():  # the message in hand stays pending: another worker takes it
             log.warning("worker %s: stopping now", self.name)
-            main.cancel()
-            return
+            os._exit(130)
         log.info("worker %s: finishing the message in hand, then stopping", self.name)
         self.stopping.set()
 
@@ -319,7 +322,7 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         ttl = max(15, int(self.heartbeat_s * 3) + 1)
-        while True:
+        while not self._beat_stop.is_set():
             current = self.current
             info = {
                 "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
@@ -339,7 +342,8 @@ class Worker:
                     await self.queue.touch(current)
             except (RedisError, *UNREACHABLE) as exc:
                 log.debug("worker %s: heartbeat failed: %s", self.name, exc)
-            await asyncio.sleep(self.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_stop.wait(), self.heartbeat_s)
 
     async def _leave(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -360,8 +364,4 @@ def run_worker(settings: Settings, bundle_path: Path, *, burst: bool = False) ->
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    worker = Worker(settings, bundle_path, burst=burst)
-    try:
-        return asyncio.run(worker.run())
-    except asyncio.CancelledError:  # a second signal
-        return 130
+    return asyncio.run(Worker(settings, bundle_path, burst=burst).run())

@@ -23,6 +23,8 @@ import boto3
 import numpy as np
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.service import conftest as service
 from tests.service.conftest import (
@@ -84,7 +86,10 @@ class RedisServer:
             self.process.wait(10)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
+        """A client that fails at once when Redis is down (no retries)."""
+        return redis.Redis(
+            port=self.port, decode_responses=True, socket_timeout=10, retry=Retry(NoBackoff(), 0)
+        )
 
     def log(self) -> str:
         return (self.folder / "redis.log").read_text(errors="replace")[-2000:]
