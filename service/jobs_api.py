@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from ..settings import Settings
 from ..storage import Storage, StorageError
@@ -57,17 +58,19 @@ class Jobs:
         self._checked: tuple[float, str | None] = (-READY_CACHE_S, None)
 
     def unavailable(self, exc: BaseException) -> JobsUnavailable:
+        what = "cannot reach" if isinstance(exc, UNREACHABLE) else "an error from"
         return JobsUnavailable(
-            f"bulk jobs are unavailable: cannot reach Redis at "
-            f"{safe_url(self.settings.redis_url)} ({exc}); /classify and /clean still work"
+            f"bulk jobs are unavailable: {what} Redis at {safe_url(self.settings.redis_url)} "
+            f"({exc}); /classify and /clean still work"
         )
 
     @contextlib.asynccontextmanager
     async def reachable(self) -> AsyncIterator[JobStore]:
-        """The store; Redis being unreachable inside the block becomes a 503."""
+        """The store; Redis unreachable (or refusing, e.g. out of memory) inside the block
+        becomes a 503."""
         try:
             yield self.store
-        except UNREACHABLE as exc:
+        except RedisError as exc:
             raise self.unavailable(exc) from exc
 
     async def redis_error(self) -> str | None:
@@ -79,7 +82,7 @@ class Jobs:
         try:
             await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT_S)
             error = None
-        except (*UNREACHABLE, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
             reason = str(exc) or f"no answer within {READY_TIMEOUT_S} s"
             error = f"cannot reach Redis at {safe_url(self.settings.redis_url)}: {reason}"
         self._checked = (time.monotonic(), error)
