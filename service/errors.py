@@ -153,11 +153,12 @@ HTTP_CODES = {
 }
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    if exc.status_code == 400:  # a body Starlette could not parse
-        code = "invalid_multipart"
+    if exc.status_code == 400:  # a body Starlette could not parse (POST /jobs: not JSON)
+        json_body = "json" in request.headers.get("content-type", "")
+        code = "invalid_json" if json_body else "invalid_multipart"
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 

@@ -122,7 +122,7 @@ def _replay(job: Job, spec: dict[str, Any], response: Response) -> Job:
     summary="Start a bulk cleaning job over every image under a URI prefix",
     status_code=202,
     response_model=Job,
-    responses=error_responses(401, 409, 422, 503),
+    responses=error_responses(400, 401, 409, 422, 503),
 )
 async def create_job(
     spec: bulk.JobSpec,

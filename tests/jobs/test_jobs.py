@@ -240,6 +240,15 @@ def test_idempotency_key_returns_the_same_job(server: Server, bucket: str, redis
     assert redis_db.xlen(QUEUE) == 1
 
 
+def test_a_body_that_is_not_json_is_refused(server: Server, redis_db) -> None:
+    json_type = {"Content-Type": "application/json"}
+    with server.client() as c:
+        not_text = c.post("/jobs", content=b"\xff\xfe{", headers=json_type)
+        not_json = c.post("/jobs", content=b"{images", headers=json_type)
+    assert not_text.status_code == 400 and not_text.json()["error"]["code"] == "invalid_json"
+    assert not_json.status_code == 422 and not_json.json()["error"]["code"] == "invalid_input"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
