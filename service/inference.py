@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from ..settings import Settings
 from .auth import require_api_key
 from .errors import InvalidInput, error_responses
 from .multipart import read_upload
@@ -21,26 +22,91 @@ from .state import ServiceState
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(400, 401, 413, 415, 422, 503)
 
+IMAGE_FORMATS = {  # Pillow's format names (LABELCLEAN_ALLOWED_FORMATS) -> media types
+    "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp",
+    "GIF": "image/gif", "TIFF": "image/tiff", "PPM": "image/x-portable-anymap",
+    "ICO": "image/x-icon", "MPO": "image/mpo",
+}  # fmt: skip
+DEFAULT_FORMATS: tuple[str, ...] = Settings.model_fields["allowed_formats"].default
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _unit() -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": 1}
+
+
+REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
+    "LabelId": {
+        "type": "string",
+        "minLength": 1,
+        "description": "a class of the served model (GET /model lists them); any other id is a "
+        "422 unknown_labels",
+    },
+    "Threshold": {
+        "description": "overrides the bundle's per-class thresholds: one number for every class "
+        '("0.3"), or a JSON object of label id to number (\'{"/m/01g317": 0.3}\') for those '
+        "classes",
+        "oneOf": [
+            _unit(),
+            {"type": "object", "propertyNames": _ref("LabelId"), "additionalProperties": _unit()},
+        ],
+    },
+    "NoisyLabels": {
+        "type": "array",
+        "items": {
+            "oneOf": [
+                _ref("LabelId"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "label": _ref("LabelId"),
+                        "confidence": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": 1,
+                            "default": 1,
+                        },
+                    },
+                    "required": ["label"],
+                    "additionalProperties": False,
+                },
+            ]
+        },
+        "uniqueItems": True,
+        "description": "one image's noisy labels as JSON, each label at most once: ids "
+        '(\'["/m/01g317"]\', confidence 1) or {"label": id, "confidence": x} with 0 < x <= 1',
+    },
+}
+"""The multipart bodies' part schemas, for openapi.yaml's components (service.openapi adds them;
+the response schemas come from service.schemas)."""
+
 IMAGE_PARTS: dict[str, Any] = {
     "type": "array",
     "items": {"type": "string", "format": "binary"},
     "minItems": 1,
-    "description": "one part per image (JPEG, PNG, WEBP, BMP or GIF as the server allows); "
-    "at most the server's max_images (GET /model, limits)",
-}
-THRESHOLD: dict[str, Any] = {
-    "type": "string",
-    "description": 'overrides the bundle\'s per-class thresholds: one number in [0, 1] ("0.3") '
-    "or a JSON object of label id to number ('{\"/m/01g317\": 0.3}')",
+    "description": "one part per image, in a format the server allows (by default JPEG, PNG, "
+    "WEBP, BMP or GIF); at most the server's max_images (GET /model, limits)",
 }
 
 
 def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": properties, "required": required}
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    # Every part but the images is a JSON value (top_k's 5 reads the same as text): each labels
+    # item, the threshold number or object, the top_k integer.
+    encoding = {name: {"contentType": "application/json"} for name in properties}
+    encoding["image"] = {"contentType": ", ".join(IMAGE_FORMATS[f] for f in DEFAULT_FORMATS)}
     return {
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": schema}},
+            "content": {"multipart/form-data": {"schema": schema, "encoding": encoding}},
         }
     }
 
@@ -48,8 +114,12 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 CLASSIFY_BODY = _body(
     {
         "image": IMAGE_PARTS,
-        "threshold": THRESHOLD,
-        "top_k": {"type": "integer", "minimum": 1, "description": "at most this many labels"},
+        "threshold": _ref("Threshold"),
+        "top_k": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "at most this many labels; at most the model's class count",
+        },
     },
     ["image"],
 )
@@ -58,12 +128,11 @@ CLEAN_BODY = _body(
         "image": IMAGE_PARTS,
         "labels": {
             "type": "array",
-            "items": {"type": "string"},
-            "description": "one part per image, in the same order: its noisy labels as a JSON "
-            'array of label ids (\'["/m/01g317"]\') or of {"label": id, "confidence": x} '
-            "with 0 < x <= 1",
+            "items": _ref("NoisyLabels"),
+            "minItems": 1,
+            "description": "one part per image, in the same order",
         },
-        "threshold": THRESHOLD,
+        "threshold": _ref("Threshold"),
     },
     ["image", "labels"],
 )
