@@ -1,5 +1,7 @@
-"""The HTTP service: FastAPI on uvicorn in one process, ONNX Runtime behind a dynamic batcher
-in an inference process. No torch in either.
+"""The HTTP service, in two processes, neither with torch: the HTTP process (FastAPI on uvicorn)
+reads requests, checks keys and limits and answers; the inference process decodes the images,
+batches them for ONNX Runtime and writes the response bodies. ``serve --workers N`` runs N HTTP
+processes (uvicorn workers) that share one inference process: one model, one dynamic batcher.
 
 app.py            create_app(): lifespan, routers, middleware
 state.py          what the HTTP process holds: bundle metadata, readiness, the inference process
@@ -10,13 +12,13 @@ shared_inference.py  `serve --workers N`: one inference process for all workers,
 engine.py         the model there: session, warm-up, batcher, decode threads, the two pipelines
 batcher.py        dynamic batching into one ONNX Runtime run per batch
 threads.py        the small thread pool for decoding and inference
-inference.py      POST /classify and POST /clean (via model.classifying / model.cleaning)
+inference.py      POST /classify and POST /clean: upload in, the inference process's body out
 health.py         GET /healthz and GET /readyz;  model_info.py: GET /model
 metrics.py        Prometheus metrics and their middleware;  metrics_route.py: GET /metrics
 multipart.py      reading uploads within limits;  body_limit.py: 413 while the body streams
 auth.py           optional API keys;  errors.py: every error -> one JSON shape
-schemas.py        response bodies;  openapi.py: the contract, openapi.yaml
-server.py         run_server(): what `labelclean serve` calls
+schemas.py        response bodies;  openapi.py: the contract, openapi.yaml, and one server's
+server.py         run_server(): what `labelclean serve` calls, with one worker or N
 
 Bulk jobs (POST /jobs; Redis; no torch either):
 jobs_api.py       POST/GET/DELETE /jobs...: validate, create in Redis, status, results CSV

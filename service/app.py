@@ -1,4 +1,5 @@
-"""The FastAPI app: one router per resource, the model loaded once in the lifespan.
+"""The FastAPI app of the HTTP process: one router per resource; the lifespan reads the bundle
+and starts the inference process (or connects to the shared one), where the model loads.
 
     app = create_app()                       # settings from LABELCLEAN_* (uvicorn --factory)
     app = create_app(Settings(model=path))   # explicit settings (tests)
