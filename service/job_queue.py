@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .job_store import DEAD, GROUP, QUEUE
+from .job_redis import DEAD, GROUP, QUEUE
 
 # KEYS queue; ARGV group, consumer, message id, idle ms: reset (or set) the idle time of a
 # message only while this consumer holds it (XCLAIM alone would take it from another).

@@ -1,0 +1,160 @@
+"""The Lua scripts behind the job store's atomic steps (service.job_store): each one changes a
+job and the work queue together, so a worker that dies between two Redis calls leaves nothing
+half done. Each script's comment names its KEYS and ARGV, in the order JobStore passes them."""
+
+from __future__ import annotations
+
+from .job_redis import DEAD_MAXLEN, ERROR_SAMPLE
+
+# Shared by the scripts below but CREATE and START: end a job (state, time, error), let its keys
+# expire, release its output prefix, count it; keep a sample of errors; count a chunk (the last
+# one enqueues the finalize message); acknowledge and drop a message. KEYS are never built here
+# but for the job's own suffixes.
+_HELPERS = """
+local function finish(job, state, now, err, retention, stats)
+  redis.call('HSET', job, 'state', state, 'finished_at', now)
+  if err ~= '' then redis.call('HSET', job, 'error', err) end
+  for _, suffix in ipairs({'', ':chunks', ':errors', ':dead', ':attempts'}) do
+    redis.call('EXPIRE', job .. suffix, retention)
+  end
+  local idem = redis.call('HGET', job, 'idempotency')
+  if idem then redis.call('EXPIRE', idem, retention) end
+  local out = redis.call('HGET', job, 'output_lock')
+  if out and redis.call('GET', out) == redis.call('HGET', job, 'id') then
+    redis.call('DEL', out)
+  end
+  redis.call('HINCRBY', stats, 'jobs_' .. state, 1)
+end
+local function push_errors(list, first, cap)
+  local room = cap - redis.call('LLEN', list)
+  for i = first, math.min(#ARGV, first + room - 1) do redis.call('RPUSH', list, ARGV[i]) end
+end
+local function chunk_counted(job, queue, job_id)
+  local d = redis.call('HINCRBY', job, 'chunks_done', 1)
+  if d == tonumber(redis.call('HGET', job, 'chunks')) then
+    redis.call('XADD', queue, '*', 'kind', 'finalize', 'job', job_id)
+  end
+end
+local function ack(queue, group, id)
+  redis.call('XACK', queue, group, id)
+  redis.call('XDEL', queue, id)
+end
+"""
+
+
+def _with_helpers(body: str) -> str:
+    """``body`` after the shared functions, with $SAMPLE and $DEAD_MAXLEN filled in."""
+    script = _HELPERS + body
+    return script.replace("$SAMPLE", str(ERROR_SAMPLE)).replace("$DEAD_MAXLEN", str(DEAD_MAXLEN))
+
+
+# KEYS job, jobs, idempotency (or ''), output lock, queue, stats
+# ARGV id, spec, now, has idempotency key ('1'/'0')
+CREATE = """
+if ARGV[4] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {'replayed', existing} end
+end
+local holder = redis.call('GET', KEYS[4])
+if holder then return {'busy', holder} end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'queued', 'spec', ARGV[2],
+  'created_at', ARGV[3], 'done', 0, 'failed', 0, 'chunks_done', 0, 'output_lock', KEYS[4])
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[3], ARGV[1])
+  redis.call('HSET', KEYS[1], 'idempotency', KEYS[3])
+end
+redis.call('SET', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[5], '*', 'kind', 'plan', 'job', ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'jobs_created', 1)
+return {'created', ARGV[1]}
+"""
+
+# KEYS job; ARGV now -> the state before (a queued job becomes running)
+START = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' then redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1]) end
+return state or ''
+"""
+
+# KEYS job, queue, errors; ARGV total, chunks, failed (planning errors), job id, message id,
+#      group, errors JSON...
+PLANNED = _with_helpers("""
+local enqueued = 0
+if redis.call('HGET', KEYS[1], 'state') == 'running'
+    and redis.call('HSETNX', KEYS[1], 'planned', 1) == 1 then
+  redis.call('HSET', KEYS[1], 'total', ARGV[1], 'chunks', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+  push_errors(KEYS[3], 7, $SAMPLE)
+  local n = tonumber(ARGV[2])
+  if n == 0 then
+    redis.call('XADD', KEYS[2], '*', 'kind', 'finalize', 'job', ARGV[4])
+  end
+  for i = 0, n - 1 do
+    redis.call('XADD', KEYS[2], '*', 'kind', 'chunk', 'job', ARGV[4], 'chunk', i)
+  end
+  enqueued = 1
+end
+ack(KEYS[2], ARGV[6], ARGV[5])
+return enqueued
+""")
+
+# KEYS job, chunks, errors, queue, stats
+# ARGV message id, group, chunk, images done, images failed, job id, errors JSON...
+COMPLETE = _with_helpers("""
+local counted = 0
+if redis.call('HGET', KEYS[1], 'state') == 'running'
+    and redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
+  counted = 1
+  redis.call('HINCRBY', KEYS[1], 'done', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[5])
+  redis.call('HINCRBY', KEYS[5], 'images_done', ARGV[4])
+  redis.call('HINCRBY', KEYS[5], 'images_failed', ARGV[5])
+  redis.call('HINCRBY', KEYS[5], 'chunks_done', 1)
+  push_errors(KEYS[3], 7, $SAMPLE)
+  chunk_counted(KEYS[1], KEYS[4], ARGV[6])
+end
+ack(KEYS[4], ARGV[2], ARGV[1])
+return counted
+""")
+
+# KEYS job, chunks, errors, queue, dead stream, stats, dead hash
+# ARGV message id, group, kind, chunk, error, deliveries, now, job id, images, retention,
+#      errors JSON...
+DEAD_LETTER = _with_helpers("""
+if redis.call('XACK', KEYS[4], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', $DEAD_MAXLEN, '*', 'job', ARGV[8], 'kind', ARGV[3],
+  'chunk', ARGV[4], 'error', ARGV[5], 'deliveries', ARGV[6], 'at', ARGV[7])
+redis.call('HINCRBY', KEYS[6], 'messages_dead', 1)
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' and state ~= 'queued' then return 1 end
+if ARGV[3] ~= 'chunk' then
+  finish(KEYS[1], 'failed', ARGV[7],
+    ARGV[3] .. ' failed ' .. ARGV[6] .. ' times: ' .. ARGV[5], ARGV[10], KEYS[6])
+  return 1
+end
+if redis.call('SADD', KEYS[2], ARGV[4]) == 1 then
+  redis.call('HSET', KEYS[7], ARGV[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[9])
+  redis.call('HINCRBY', KEYS[6], 'images_failed', ARGV[9])
+  redis.call('HINCRBY', KEYS[6], 'chunks_dead', 1)
+  push_errors(KEYS[3], 11, $SAMPLE)
+  chunk_counted(KEYS[1], KEYS[4], ARGV[8])
+end
+return 1
+""")
+
+# KEYS job, queue, stats; ARGV state, now, error, retention, allowed states (comma-separated),
+#      summary JSON ('' for none), message id ('' for none), group
+FINISH_JOB = _with_helpers("""
+local state = redis.call('HGET', KEYS[1], 'state')
+local result = state or ''
+if state and string.find(',' .. ARGV[5] .. ',', ',' .. state .. ',', 1, true) then
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'summary', ARGV[6]) end
+  finish(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], KEYS[3])
+  result = 'ok'
+end
+if ARGV[7] ~= '' then ack(KEYS[2], ARGV[8], ARGV[7]) end
+return result
+""")
