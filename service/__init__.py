@@ -22,7 +22,10 @@ server.py         run_server(): what `labelclean serve` calls, with one worker o
 
 Bulk jobs (POST /jobs; Redis; no torch either):
 jobs_api.py       POST/GET/DELETE /jobs...: validate, create in Redis, status, results CSV
-job_store.py      job records in Redis and the atomic job steps (Lua): create, plan, chunk done
+job_store.py      job records in Redis and the atomic job steps: create, plan, chunk done, finish
+job_scripts.py    the Lua scripts of those steps;  job_record.py: Job, JobState, reading a job hash
+job_redis.py      key names, limits, job ids and the Redis client the job modules share
 job_queue.py      the work stream: consumer group, reclaiming idle messages, dead letters
-worker.py         `labelclean worker`: the model once, messages -> plan / clean chunk / finalize
+worker.py         `labelclean worker`: the model once, the message loop, heartbeat, signals, outages
+job_handler.py    one message -> plan / clean chunk / finalize; failed tries retried, dead-lettered
 """

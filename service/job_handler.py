@@ -1,0 +1,215 @@
+"""What a worker does with one bulk-job message (service.worker runs the loop around it), with
+the job core (service.bulk):
+
+    plan      list the images, write the chunk manifests; enqueue one message per chunk
+    chunk     clean the chunk's images (the same clean_images as POST /clean, in batches of
+              worker_batch_size; reading and decoding overlap inference), store its results,
+              then count it and acknowledge the message in one step (service.job_store)
+    finalize  join the parts into cleaned.csv, errors.csv, summary.json; the job completes
+
+A message of a cancelled or expired job is dropped. A failed try is retried by any worker after
+a growing delay; the try that reaches ``job_max_tries`` (or a message delivered more often than
+that because its workers died) goes to the dead-letter stream: a chunk's images are listed as
+failed and the job goes on, a plan or finalize failure fails the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import itertools
+import json
+import logging
+import os
+from functools import partial
+from typing import Any
+
+import numpy as np
+from redis.exceptions import RedisError
+
+from ..model.bundle import Bundle
+from ..model.cleaning import ImageLimits
+from ..model.labels import InputError
+from ..model.runtime import OnnxModel
+from ..settings import Settings, decode_threads
+from ..storage import Storage
+from . import bulk
+from .backend_client import backoff
+from .bulk_io import part_uri, plan_errors_uri, read_csv_rows
+from .job_queue import JobQueue, Message
+from .job_record import FINISHED, JobState
+from .job_redis import ERROR_SAMPLE, UNREACHABLE
+from .job_store import JobStore
+from .threads import ThreadPool
+
+log = logging.getLogger("labelclean.worker")
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # before a failed message's next try
+TEST_DELAY_ENV = "LABELCLEAN_TEST_CHUNK_DELAY_S"
+"""Tests only: seconds a worker waits between cleaning a chunk and storing it, so that a test
+can stop it while it holds the chunk."""
+
+
+class JobHandler:
+    """Does messages with one loaded model; its decode and inference threads end with ``close``."""
+
+    def __init__(
+        self, settings: Settings, bundle: Bundle, model: OnnxModel, *, storage: Storage,
+        store: JobStore, queue: JobQueue,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.bundle = bundle
+        self.model = model
+        self.storage = storage
+        self.store = store
+        self.queue = queue
+        self.limits = ImageLimits(settings.max_pixels, settings.allowed_formats)
+        self.test_delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
+        self._decode = ThreadPool(decode_threads(settings), "decode")
+        self._infer = ThreadPool(1, "infer")
+
+    def close(self) -> None:
+        self._decode.shutdown()
+        self._infer.shutdown()
+
+    async def handle(self, message: Message) -> None:
+        """Do ``message``'s step, or drop it (its job is gone or finished), or count a failed try
+        (retried later, dead-lettered at ``job_max_tries``)."""
+        found = await self.store.spec(message.job)
+        if found is None or found[0] in FINISHED:
+            await self.queue.skip(message)  # cancelled, failed, or expired
+            return
+        try:
+            spec = bulk.JobSpec.model_validate(found[1])
+        except ValueError as exc:  # written by another version: nothing to do with it
+            await self._dead_letter(message, None, f"unreadable job spec: {exc}")
+            return
+        if message.deliveries > self.settings.job_max_tries:
+            last = await self.store.last_error(message.job, message.part)
+            error = last or "the worker stopped (killed, crashed or lost Redis) during each try"
+            await self._dead_letter(message, spec, error)
+            return
+        try:
+            if message.kind == "plan":
+                await self._plan(message, spec)
+            elif message.kind == "chunk" and message.chunk is not None:
+                await self._chunk(message, spec, message.chunk)
+            elif message.kind == "finalize":
+                await self._finalize(message, spec)
+            else:
+                await self._dead_letter(message, spec, f"unknown message {message.kind!r}")
+        except (RedisError, *UNREACHABLE, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed try: retried, then dead-lettered
+            await self._failed(message, spec, exc)
+
+    async def _failed(self, message: Message, spec: bulk.JobSpec, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if message.kind == "plan" and isinstance(exc, InputError):  # the inputs: no use retrying
+            log.warning("job %s: cannot plan: %s", message.job, error)
+            await self.store.fail(message.job, f"cannot plan the job: {error}", message=message.id)
+            return
+        log.warning(
+            "job %s: %s %s failed (try %d of %d): %s", message.job, message.kind,
+            "" if message.chunk is None else message.chunk, message.deliveries,
+            self.settings.job_max_tries, error, exc_info=exc,
+        )  # fmt: skip
+        if message.deliveries >= self.settings.job_max_tries:
+            await self._dead_letter(message, spec, error)
+            return
+        await self.store.attempt_failed(message.job, message.part, error)
+        await self.queue.retry_later(message, backoff(RETRY_DELAYS, message.deliveries - 1))
+
+    async def _dead_letter(
+        self, message: Message, spec: bulk.JobSpec | None, error: str
+    ) -> None:  # fmt: skip
+        images: list[str] = []
+        if spec is not None and message.kind == "chunk" and message.chunk is not None:
+            try:
+                chunk = await asyncio.to_thread(bulk.load_chunk, spec, self.storage, message.chunk)
+                images = [item.id for item in chunk.items]
+            except Exception as exc:  # noqa: BLE001 - then the images cannot be named
+                log.warning("job %s: chunk %s unreadable: %s", message.job, message.chunk, exc)
+        log.error(
+            "job %s: %s %s dead-lettered after %d tries: %s", message.job, message.kind,
+            "" if message.chunk is None else message.chunk, message.deliveries, error,
+        )  # fmt: skip
+        await self.store.dead_letter(
+            message.job, message=message.id, kind=message.kind, chunk=message.chunk,
+            error=error, deliveries=message.deliveries, images=images,
+        )  # fmt: skip
+
+    # The three kinds of message.
+
+    async def _plan(self, message: Message, spec: bulk.JobSpec) -> None:
+        before = await self.store.start(message.job)
+        if before not in (JobState.queued, JobState.running) or await self.store.is_planned(
+            message.job
+        ):
+            await self.queue.skip(message)
+            return
+        chunk_size = self.settings.job_chunk_size  # spec.options.chunk_size wins
+        plan = await asyncio.to_thread(
+            partial(bulk.plan, chunk_size=chunk_size, label_index=self.bundle.index,
+                    model=self.bundle.sha256),
+            spec, self.storage,
+        )  # fmt: skip
+        errors = await asyncio.to_thread(self._plan_errors, spec) if plan.errors else []
+        await self.store.planned(
+            message.job, total=plan.total + plan.errors, chunks=plan.chunks, failed=plan.errors,
+            message=message.id, errors=errors,
+        )  # fmt: skip
+        log.info("job %s: %d images in %d chunks", message.job, plan.total, plan.chunks)
+
+    async def _chunk(self, message: Message, spec: bulk.JobSpec, n: int) -> None:
+        stored = await asyncio.to_thread(self._stored_part, spec, n)
+        if stored is not None:  # stored by a worker that stopped before counting it, or a rerun
+            done, errors = stored
+        else:
+            chunk = await asyncio.to_thread(bulk.load_chunk, spec, self.storage, n)
+            result = await bulk.process_chunk(
+                chunk, bundle=self.bundle, predict=self._predict, storage=self.storage,
+                limits=self.limits, thresholds=spec.options.thresholds,
+                offload=self._decode.run, batch_size=self.settings.worker_batch_size,
+            )  # fmt: skip
+            if self.test_delay_s:
+                await asyncio.sleep(self.test_delay_s)
+            await asyncio.to_thread(bulk.store_chunk, spec, self.storage, n, result)
+            done, errors = result.done, result.errors
+        await self.store.complete_chunk(
+            message.job, n, message=message.id, done=done, failed=len(errors), errors=errors
+        )  # fmt: skip
+
+    def _plan_errors(self, spec: bulk.JobSpec) -> list[tuple[str, str]]:
+        """The first ERROR_SAMPLE images refused while planning, with why."""
+        with self.storage.open_text(plan_errors_uri(spec.output, self.storage)) as fh:
+            rows = itertools.islice(csv.reader(fh), ERROR_SAMPLE)
+            return [(row[0], row[1] if len(row) > 1 else "") for row in rows if row]
+
+    def _stored_part(self, spec: bulk.JobSpec, n: int) -> tuple[int, list[tuple[str, str]]] | None:
+        """(images done, errors) of a chunk whose results are stored already, else None."""
+        if not bulk.chunk_stored(spec, self.storage, n):
+            return None
+        summary = part_uri(spec.output, self.storage, n, ".summary.json")
+        done = int(json.loads(self.storage.read_bytes(summary))["done"])
+        rows = read_csv_rows(self.storage, part_uri(spec.output, self.storage, n, ".errors.csv"))
+        return done, [(row[0], row[1] if len(row) > 1 else "") for row in rows]
+
+    async def _finalize(self, message: Message, spec: bulk.JobSpec) -> None:
+        job = await self.store.get(message.job)
+        if job is None or job.chunks is None:
+            await self.queue.skip(message)
+            return
+        dead = await self.store.dead_chunks(message.job)
+        summary = await asyncio.to_thread(
+            bulk.finalize, spec, self.storage, job.chunks, dead=dead
+        )  # fmt: skip
+        await self.store.complete(message.job, summary=totals(summary), message=message.id)
+        log.info("job %s: completed", message.job)
+
+    async def _predict(self, images: np.ndarray, noisy: np.ndarray) -> tuple[Any, Any]:
+        return await self._infer.run(self.model.run, images, noisy)
+
+
+def totals(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the job record keeps of summary.json: all but the per-class table."""
+    return {k: v for k, v in summary.items() if k != "classes"}
