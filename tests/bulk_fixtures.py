@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from labelclean.model.bundle import Bundle, load_bundle
 from labelclean.model.cleaning import clean_images_sync
 from labelclean.model.runtime import OnnxModel
 
-from .conftest import free_port
+from .s3_server import moto_s3
 from .service.conftest import CLASSES, bundle_dir, fashion_pixels, png  # noqa: F401
 
 N_IMAGES = 30
@@ -123,41 +120,10 @@ def assert_same_as_clean(got: list[tuple], want: list[tuple]) -> None:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    """moto's S3 server on a free loopback port; yields its URL (dummy credentials set)."""
-    import boto3
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    mp = pytest.MonkeyPatch()
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(key, value)
-    mp.delenv("AWS_ENDPOINT_URL", raising=False)
-    client = boto3.client("s3", endpoint_url=url)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        mp.undo()
-        proc.terminate()
-        proc.wait(10)
+    """moto's S3 server on a free loopback port; yields its URL (dummy credentials set, no
+    AWS_ENDPOINT_URL: the code under test is given the endpoint)."""
+    with moto_s3(endpoint_env=False) as server:
+        yield server.url
 
 
 def upload(url: str, bucket: str, files: JobFiles, prefix: str = "images") -> None:

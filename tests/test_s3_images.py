@@ -3,47 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from labelclean.cli import main
 
-from .conftest import FAST_TRAIN, free_port
+from .conftest import FAST_TRAIN
+from .s3_server import moto_s3
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    mp = pytest.MonkeyPatch()
-    for key, value in {
-        "AWS_ENDPOINT_URL": url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(key, value)
-    client = boto3.client("s3")
-    for _ in range(100):
-        try:
-            client.list_buckets()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-    yield client
-    mp.undo()
-    proc.terminate()
-    proc.wait(10)
+    """moto's S3 server, set as AWS_ENDPOINT_URL; yields a boto3 client for it."""
+    with moto_s3() as server:
+        yield server.client
 
 
 def test_training_reads_images_from_a_bucket(s3_endpoint, tiny_data: Path, tmp_path: Path):

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.s3_server import S3, moto_s3
 from tests.service import conftest as service
 from tests.service.conftest import (
     API_KEY,
@@ -126,42 +126,12 @@ def redis_db(redis_main: RedisServer) -> redis.Redis:
     return client
 
 
-@dataclass
-class S3:
-    url: str
-    client: object
-    env: dict[str, str] = field(default_factory=dict)
-
-
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3]:
-    """moto's S3 server on a free loopback port; its credentials set for this process too."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": url,
-    }
-    mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
-    client = boto3.client("s3")
-    for _ in range(200):
-        try:
-            client.list_buckets()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.05)
-    yield S3(url, client, env)
-    mp.undo()
-    process.terminate()
-    process.wait(10)
+    """moto's S3 server on a free loopback port; its credentials and endpoint set for this
+    process too."""
+    with moto_s3() as server:
+        yield server
 
 
 @dataclass

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -78,6 +79,15 @@ def held_chunks(redis_db, consumer: str | None = None) -> list[dict]:
     return [p for p in pending if consumer is None or p["consumer"] == consumer]
 
 
+def start_holding(workers: Workers, redis_db, job_id: str, delay_s: str) -> subprocess.Popen:
+    """A worker that waits ``delay_s`` between cleaning each chunk and storing it, returned once
+    it holds one of ``job_id``'s chunks."""
+    worker = workers.start(burst=False, LABELCLEAN_TEST_CHUNK_DELAY_S=delay_s)
+    wait_for(lambda: redis_db.hget(job_key(job_id), "planned") and held_chunks(redis_db),
+             "the worker to hold a chunk", timeout=60)  # fmt: skip
+    return worker
+
+
 def test_a_job_over_a_bucket_matches_clean_image_by_image(
     server: Server, workers: Workers, bucket: str, dataset: Dataset, s3, redis_db
 ) -> None:
@@ -134,10 +144,7 @@ def test_a_killed_workers_chunk_is_reclaimed_and_every_image_done_once(
 ) -> None:
     with server.client() as c:
         job_id = c.post("/jobs", json=spec(bucket, "out-kill")).json()["id"]
-        # the victim holds each chunk 60 s between cleaning and storing it
-        victim = workers.start(burst=False, LABELCLEAN_TEST_CHUNK_DELAY_S="60")
-        wait_for(lambda: redis_db.hget(job_key(job_id), "planned") and held_chunks(redis_db),
-                 "the victim to hold a chunk", timeout=60)  # fmt: skip
+        victim = start_holding(workers, redis_db, job_id, "60")  # 60 s: it is killed first
         [held] = held_chunks(redis_db)
         maps = Path(f"/proc/{victim.pid}/maps").read_text()
         assert "onnxruntime" in maps and "libtorch" not in maps and "/torch/" not in maps
@@ -211,9 +218,7 @@ def test_sigterm_finishes_the_chunk_in_hand(
 ) -> None:
     with server.client() as c:
         job_id = c.post("/jobs", json=spec(bucket, "out-term")).json()["id"]
-        worker = workers.start(burst=False, LABELCLEAN_TEST_CHUNK_DELAY_S="2")
-        wait_for(lambda: redis_db.hget(job_key(job_id), "planned") and held_chunks(redis_db),
-                 "the worker to hold a chunk", timeout=60)  # fmt: skip
+        worker = start_holding(workers, redis_db, job_id, "2")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0, output(worker)
         assert held_chunks(redis_db) == []  # acknowledged, not left to be reclaimed
