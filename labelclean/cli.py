@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 SERVE_HELP = "serve a bundle over HTTP: /classify, /clean (no torch)"
 SERVE_DESCRIPTION = (
     "Start the inference service (uvicorn). Every setting can also come from a "
-    "LABELCLEAN_* environment variable (README, 'Service'); these options "
+    "LABELCLEAN_* environment variable (README, 'Configuration'); these options "
     "override them."
 )
 

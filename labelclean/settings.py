@@ -1,9 +1,12 @@
 """The one settings object of the service (and of the future worker and offline CLI).
 
 Every field can be set from a ``LABELCLEAN_<NAME>`` environment variable, e.g.
-``LABELCLEAN_MODEL=demo/run/bundle LABELCLEAN_DEVICE=cuda``. Unsafe or nonsensical values are
+``LABELCLEAN_MODEL=demo/run/bundle LABELCLEAN_DEVICE=cuda``; an empty variable means the default
+(so docker-compose can pass ``${LABELCLEAN_X:-}`` through). Unsafe or nonsensical values are
 refused when the settings are built, so a misconfigured server stops at start-up with one line
-naming the setting instead of misbehaving later.
+naming the setting instead of misbehaving later. Each field's description is its documentation:
+the README's settings table and docker/.env.example are generated from them
+(``python -m labelclean.settings_doc``).
 
     settings = get_settings()                     # cached, from the environment
     settings = Settings(model="b", max_images=4)  # explicit (tests)
@@ -28,21 +31,38 @@ KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "ICO", "MPO
 class Settings(BaseSettings):
     """Service settings; each field is also the env variable LABELCLEAN_<FIELD> (upper case)."""
 
-    model_config = SettingsConfigDict(env_prefix="LABELCLEAN_", extra="ignore", frozen=True)
-
-    model: Path | None = Field(None, description="model bundle folder (model.onnx, classes.csv)")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto = CUDA when available, else CPU; cuda = demand CUDA"
+    model_config = SettingsConfigDict(
+        env_prefix="LABELCLEAN_", extra="ignore", frozen=True, env_ignore_empty=True
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+
+    model: Path | None = Field(
+        None, description="model bundle folder (model.onnx, classes.csv, bundle.json)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto = CUDA when ONNX Runtime can use it, else CPU; cuda = demand CUDA: "
+        "not ready (and a worker stops) without it",
+    )  # fmt: skip
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="uvicorn worker processes; they share one inference process (one model, "
+        "one batcher) and pool their metrics",
+    )  # fmt: skip
     inference_socket: Path | None = Field(
         None,
-        description="unix socket of a shared inference process to connect to instead of "
-        "starting one (`serve --workers N` sets it for its workers)",
+        description="the unix socket of the shared inference process, set by "
+        "`serve --workers N` for its workers (never set it yourself)",
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level (warning drops uvicorn's access log)"
+    )
+    docs: bool = Field(
+        True,
+        description="serve Swagger UI at /docs and the API contract (openapi.yaml) at "
+        "/openapi.json, both without a key; false = no schema exposed",
+    )
 
     # Dynamic batching.
     max_batch_size: int = Field(32, ge=1, le=1024, description="images per ONNX Runtime run")
@@ -50,14 +70,18 @@ class Settings(BaseSettings):
         5.0, ge=0, le=1000, description="longest an image waits for others to join its batch"
     )
     max_queue_images: int = Field(
-        2048, ge=1, le=1_000_000, description="images waiting or decoding; more -> 503"
+        2048, ge=1, le=1_000_000, description="images waiting or decoding before requests get 503"
     )
     decode_threads: int = Field(
         0, ge=0, le=64,
         description="threads that decode and resize; 0 = one per CPU this process may use, "
         "2 to 16 (Pillow lets go of the GIL while it decodes, so they run in parallel)",
     )  # fmt: skip
-    inference_threads: int = Field(0, ge=0, le=256, description="ORT intra-op threads, 0=auto")
+    inference_threads: int = Field(
+        0, ge=0, le=256,
+        description="ONNX Runtime intra-op threads; 0 = its default, one per core (1 can suit "
+        "tiny models on small busy hosts, benchmarks/RESULTS.md)",
+    )  # fmt: skip
     gil_switch_interval_ms: float = Field(
         0.2, gt=0, le=100,
         description="Python's thread switch interval in both service processes (its default: "
@@ -65,14 +89,24 @@ class Settings(BaseSettings):
     )  # fmt: skip
 
     # Input safety.
-    max_body_bytes: int = Field(32 << 20, ge=1024, description="bytes per request body")
+    max_body_bytes: int = Field(
+        32 << 20, ge=1024, description="bytes per request body (at most 1 GiB)"
+    )
     max_images: int = Field(32, ge=1, le=1024, description="image parts per request")
-    max_pixels: int = Field(40_000_000, ge=1, description="pixels per decoded image")
-    allowed_formats: Annotated[tuple[str, ...], NoDecode] = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+    max_pixels: int = Field(
+        40_000_000, ge=1,
+        description="pixels per decoded image (above Pillow's decompression-bomb limit is refused)",
+    )  # fmt: skip
+    allowed_formats: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("JPEG", "PNG", "WEBP", "BMP", "GIF"),
+        description=f"comma-separated Pillow format names, of {', '.join(KNOWN_FORMATS)}",
+    )
 
     # Access.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        (), description="comma-separated; when set, all but /healthz need a Bearer key"
+        (),
+        description="comma-separated keys of at least 16 characters; when set, every endpoint "
+        "but /healthz, /docs and /openapi.json needs `Authorization: Bearer <key>`",
     )
 
     # Bulk jobs (Redis queue, workers) and storage.
