@@ -5,7 +5,8 @@ and starts the inference process (or connects to the shared one), where the mode
     app = create_app(Settings(model=path))   # explicit settings (tests)
 
 Middleware, outermost first: metrics (counts every response), body size limit (413 while the
-body streams in). Errors of every kind become the JSON body of service.errors.
+body streams in). Errors of every kind become the JSON body of service.errors. /docs and
+/openapi.json (service.docs) serve the contract unless ``settings.docs`` is off.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..settings import Settings, get_settings
-from . import health, inference, jobs_api, metrics_route, model_info
+from . import docs, health, inference, jobs_api, metrics_route, model_info
 from .body_limit import BodySizeLimit
 from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # the contract is openapi.yaml; every endpoint but /healthz needs a key
+        openapi_url=None,  # /openapi.json serves the contract, openapi.yaml (service.docs)
         generate_unique_id_function=lambda route: route.name,  # operationId = function name
     )
     app.state.metrics = metrics
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (inference, health, model_info, metrics_route, jobs_api):  # busy routes first
         app.include_router(module.router)
+    if settings.docs:
+        app.include_router(docs.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
