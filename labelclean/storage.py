@@ -207,7 +207,10 @@ class Storage:
             if protocol == "file":
                 with open(path, "rb") as fh:
                     return fh.read()
-            return self._fs(protocol).cat_file(path)
+            fs = self._fs(protocol)
+            if ALIASES.get(protocol, protocol) == "s3":  # one GET; s3fs's default sends a HEAD
+                return fs.cat_file(path, max_concurrency=1)  # first, to split big objects
+            return fs.cat_file(path)
         except Exception as exc:  # noqa: BLE001
             raise self._error(uri, "read", exc) from exc
 

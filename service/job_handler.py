@@ -40,6 +40,7 @@ from .job_queue import JobQueue, Message
 from .job_record import FINISHED, JobState
 from .job_redis import ERROR_SAMPLE, UNREACHABLE
 from .job_store import JobStore
+from .offline import READ_THREADS
 from .threads import ThreadPool
 
 log = logging.getLogger("labelclean.worker")
@@ -50,7 +51,7 @@ can stop it while it holds the chunk."""
 
 
 class JobHandler:
-    """Does messages with one loaded model; its decode and inference threads end with ``close``."""
+    """Does messages with one loaded model; its read and inference threads end with ``close``."""
 
     def __init__(
         self, settings: Settings, bundle: Bundle, model: OnnxModel, *, storage: Storage,
@@ -64,11 +65,12 @@ class JobHandler:
         self.queue = queue
         self.limits = ImageLimits(settings.max_pixels, settings.allowed_formats)
         self.test_delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
-        self._decode = ThreadPool(decode_threads(settings), "decode")
+        # Reads wait on storage (S3 round trips), not on the CPU: as many threads as offline.
+        self._io = ThreadPool(max(READ_THREADS, decode_threads(settings)), "read")
         self._infer = ThreadPool(1, "infer")
 
     def close(self) -> None:
-        self._decode.shutdown()
+        self._io.shutdown()
         self._infer.shutdown()
 
     async def handle(self, message: Message) -> None:
@@ -169,7 +171,7 @@ class JobHandler:
             result = await bulk.process_chunk(
                 chunk, bundle=self.bundle, predict=self._predict, storage=self.storage,
                 limits=self.limits, thresholds=spec.options.thresholds,
-                offload=self._decode.run, batch_size=self.settings.worker_batch_size,
+                offload=self._io.run, batch_size=self.settings.worker_batch_size,
             )  # fmt: skip
             if self.test_delay_s:
                 await asyncio.sleep(self.test_delay_s)
