@@ -3,7 +3,9 @@
     BUNDLE/
       model.onnx     inputs image (N,C,H,W) float32, noisy_labels (N,d); outputs scores, cleaned
       classes.csv    LabelName,DisplayName in the model's class order
-      bundle.json    format version, input spec, thresholds, training mode, metrics, sha256
+      bundle.json    format version, input spec, thresholds, training mode, metrics, sha256,
+                     and optionally the class hierarchy: "hierarchy": [[parent, child], ...]
+                     (model/hierarchy.py; a bundle without the key has none)
 
 Torch-free: the service loads bundles with this module alone.
 """
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import InputSpec
+from .hierarchy import Hierarchy
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.onnx"
@@ -50,6 +53,7 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    hierarchy: Hierarchy | None = None
 
     @property
     def model_path(self) -> Path:
@@ -70,6 +74,11 @@ class Bundle:
     def score_thresholds(self) -> np.ndarray:
         """``thresholds_scores`` as a read-only (d,) float32 array."""
         return _read_only(self.thresholds_scores)
+
+    @cached_property
+    def ancestor_columns(self) -> list[np.ndarray] | None:
+        """Per class column: its ancestors' columns in the hierarchy (None without one)."""
+        return self.hierarchy.ancestor_columns(self.index) if self.hierarchy else None
 
     @cached_property
     def cleaned_thresholds(self) -> np.ndarray:
@@ -119,6 +128,7 @@ def write_bundle(
     mode: str,
     metrics: dict[str, Any],
     model_config: dict[str, Any],
+    hierarchy: Hierarchy | None = None,
 ) -> Bundle:
     """Write classes.csv and bundle.json beside ``onnx_file`` (which must be ``out/model.onnx``)."""
     if onnx_file != out / MODEL_FILE:
@@ -144,6 +154,8 @@ def write_bundle(
         "metrics": metrics,
         "model_config": model_config,
     }
+    if hierarchy is not None:
+        meta["hierarchy"] = hierarchy.to_list()
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return load_bundle(out)
 
@@ -188,6 +200,12 @@ def load_bundle(path: Path | str) -> Bundle:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{meta_file}: malformed field ({exc!r})") from exc
+    if meta.get("hierarchy") is not None:
+        try:
+            edges = [(str(p), str(c)) for p, c in meta["hierarchy"]]
+            bundle.hierarchy = Hierarchy.build(edges, classes, source=f"{meta_file}: hierarchy")
+        except (TypeError, ValueError) as exc:  # HierarchyError is a ValueError
+            raise BundleError(f"{meta_file}: malformed hierarchy ({exc})") from exc
     if len(bundle.thresholds_cleaned) != len(classes) or len(bundle.thresholds_scores) != len(
         classes
     ):

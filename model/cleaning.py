@@ -14,6 +14,8 @@ sync or async), then give each label a verdict against its threshold:
     noisy label present, cleaned <  threshold  -> removed
     noisy label absent,  cleaned >= threshold  -> added
 
+then, when the bundle carries a class hierarchy, make them consistent with it (see ``verdicts``).
+
 Torch-free.
 """
 
@@ -69,6 +71,7 @@ class LabelVerdict:
     cleaned: float  # c = clip(y + g(y, f), 0, 1)
     threshold: float
     verdict: Verdict
+    reason: str | None = None  # why, when the hierarchy (not the threshold) decided the verdict
 
 
 @dataclass
@@ -157,11 +160,41 @@ def round_scores(values: np.ndarray) -> list[float]:
 
 
 def verdicts(
-    classes: Sequence[LabelClass], noisy: np.ndarray, cleaned: np.ndarray, thresholds: np.ndarray
+    classes: Sequence[LabelClass],
+    noisy: np.ndarray,
+    cleaned: np.ndarray,
+    thresholds: np.ndarray,
+    ancestors: Sequence[np.ndarray] | None = None,
 ) -> CleanResult:
-    """(d,) noisy, cleaned and thresholds of one image -> its given and added labels."""
+    """(d,) noisy, cleaned and thresholds of one image -> its given and added labels.
+
+    A label *passes* when cleaned >= threshold. Without a hierarchy (``ancestors`` None) the
+    image's labels after cleaning are those that pass. With one (``ancestors[i]``: the columns
+    of every class above class i, ``Bundle.ancestor_columns``) two rules hold, in this order:
+
+    1. a removed parent removes its listed children unless they pass their own threshold;
+    2. a kept or added child keeps (when listed) or adds (when not) every ancestor.
+
+    The labels after cleaning are therefore those that pass plus every ancestor of one that
+    passes: rule 1 never removes a label that passes, rule 2 only adds ancestors of labels
+    kept either way, and a listed parent that ends up removed has no descendant that passes,
+    so each of its listed descendants fails its own threshold and is removed too. Applying
+    either rule again changes nothing (a fixed point). A label that is kept or added only by
+    rule 2 keeps its cleaned score (below its threshold) and says why in ``reason``:
+    ``"ancestor of /lc/shirt"`` (the labels that pass below it, highest cleaned score first).
+    """
     present = noisy > 0
     passes = cleaned >= thresholds
+    because: dict[int, list[str]] = {}
+    if ancestors is not None:
+        below = np.flatnonzero(passes)
+        for i in below[np.argsort(-cleaned[below], kind="stable")].tolist():
+            for a in ancestors[i].tolist():
+                if not passes[a]:
+                    because.setdefault(a, []).append(classes[i].id)
+        if because:
+            passes = passes.copy()
+            passes[list(because)] = True
     shown = np.flatnonzero(present | passes)
     shown = shown[np.argsort(-cleaned[shown], kind="stable")]  # highest cleaned score first
     out = []
@@ -170,7 +203,8 @@ def verdicts(
         round_scores(thresholds[shown]), strict=True,
     ):  # fmt: skip
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
-        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict))
+        reason = f"ancestor of {', '.join(because[i])}" if i in because else None
+        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, reason))
     return CleanResult(out)
 
 
@@ -208,7 +242,10 @@ async def clean_images(
     batch = await prepare_images(images, bundle.input, limits, offload)
     encoding = str(bundle.model_config.get("noisy_labels", "confidence"))
     _, cleaned = await call_predict(predict, batch, encode_noisy(noisy, encoding))
-    return [verdicts(bundle.classes, noisy[i], cleaned[i], limit) for i in range(len(images))]
+    ancestors = bundle.ancestor_columns
+    return [
+        verdicts(bundle.classes, noisy[i], cleaned[i], limit, ancestors) for i in range(len(images))
+    ]
 
 
 def clean_images_sync(

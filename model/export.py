@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 
 from .bundle import MODEL_FILE, Bundle, LabelClass, write_bundle
+from .hierarchy import Hierarchy
 from .network import LabelCleaningNet
 
 PARITY_ATOL = 1e-4
@@ -78,6 +79,7 @@ def export_bundle(
     thresholds_scores: list[float],
     mode: str,
     metrics: dict[str, Any],
+    hierarchy: Hierarchy | None = None,
 ) -> Bundle:
     """Export, verify parity on ``sample`` (a real batch), then write the bundle folder.
 
@@ -100,4 +102,5 @@ def export_bundle(
         mode=mode,
         metrics=metrics,
         model_config=net.config.to_dict(),
+        hierarchy=hierarchy,
     )

@@ -44,6 +44,12 @@ class LabelVerdict(BaseModel):
     cleaned: float = Field(description="cleaned score c = clip(y + g(y, f), 0, 1)")
     threshold: float
     verdict: Literal["kept", "removed", "added"]
+    reason: str | None = Field(
+        None,
+        description="null when the label's own threshold decided the verdict; otherwise why, "
+        'e.g. "ancestor of /lc/shirt": the class hierarchy keeps or adds every ancestor of a '
+        "kept or added label",
+    )
 
 
 class CleanedImage(BaseModel):
