@@ -39,6 +39,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     ]:
         p.add_argument(flag, default=default, help=f"{what} (default: {default})")
     p.add_argument(
+        "--hierarchy",
+        help="class hierarchy under --data (or an absolute path): Open Images' hierarchy JSON "
+        "or parent,child CSV, carried into the bundle so that cleaning keeps parents of kept "
+        "labels (default: hierarchy.json or hierarchy.csv under --data when present)",
+    )
+    p.add_argument(
         "--ignore-unknown-labels",
         action="store_true",
         help="skip annotation rows whose label is not in the class file "

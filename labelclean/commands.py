@@ -26,6 +26,7 @@ def _files(args: argparse.Namespace):
         args.test_machine,
         args.test_human,
         args.images,
+        args.hierarchy,
     )
 
 
@@ -157,6 +158,7 @@ def export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from labelclean.model.export import export_bundle
+    from labelclean.model.hierarchy import Hierarchy
     from labelclean.training.checkpoint import load_checkpoint, rebuild
 
     state = load_checkpoint(args.checkpoint)
@@ -181,6 +183,7 @@ def export(args: argparse.Namespace) -> int:
         thresholds_scores=thresholds["scores"],
         mode=state.get("train_config", {}).get("mode", ""),
         metrics=state.get("metrics", {}),
+        hierarchy=Hierarchy.build(state["hierarchy"], classes) if state.get("hierarchy") else None,
     )
     print(
         f"bundle written to {bundle.path} (ONNX parity max abs diff "

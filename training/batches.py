@@ -14,6 +14,7 @@ import torch
 
 from ..model.bundle import LabelClass
 from ..model.config import InputSpec
+from ..model.hierarchy import Hierarchy
 from ..model.preprocess import encode_noisy
 from .images import LoadFailure, load_images, open_source
 from .openimages import DataError, DataFiles, Split, load_dataset
@@ -78,6 +79,7 @@ class TrainingData:
     test: Part
     failures: list[LoadFailure] = field(default_factory=list)
     unknown_labels: dict[str, int] = field(default_factory=dict)
+    hierarchy: Hierarchy | None = None  # carried into the bundle
 
     def parts(self) -> dict[str, Part]:
         return {
@@ -98,6 +100,7 @@ class TrainingData:
             moved["test"],
             self.failures,
             self.unknown_labels,
+            self.hierarchy,
         )
 
 
@@ -167,6 +170,7 @@ def prepare_data(
         test=parts["test"],
         failures=failures,
         unknown_labels=data.unknown_labels,
+        hierarchy=data.hierarchy,
     )
 
 

@@ -16,7 +16,8 @@ Example::
     print(stats.per_class["/lc/shirt"]["train_precision"])
 
 Files written to ``out``: ``class-descriptions.csv``, ``{train,test}-annotations-
-{machine,human}-imagelabels.csv``, ``images/<ImageID>.png`` and ``demo-stats.json``.
+{machine,human}-imagelabels.csv``, ``images/<ImageID>.png``, ``demo-stats.json`` and
+``hierarchy.json`` (the classes' is-a hierarchy, in Open Images' format; see ``hierarchy``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,42 @@ ITEM_TARGETS = np.zeros((len(ITEMS), len(LABEL_NAMES)), dtype=bool)
 ITEM_TARGETS[np.arange(len(ITEMS)), np.arange(len(ITEMS))] = True
 for _col, (_, _, _members) in enumerate(SUPER_CLASSES, start=len(ITEMS)):
     ITEM_TARGETS[list(_members), _col] = True
+
+ROOT = "/lc/entity"
+"""The top of hierarchy.json: like Open Images' /m/0bl9f, not a class."""
+
+
+def hierarchy_edges() -> list[tuple[str, str]]:
+    """(parent, child) label pairs: P is above C when every item of C is one of P's items (a
+    proper subset); only the nearest such P are parents (Shirt -> Long-sleeve, not -> Tops)."""
+    members = [frozenset([i]) for i in range(len(ITEMS))]
+    members += [frozenset(items) for _, _, items in SUPER_CLASSES]
+    above = [{p for p, mp in enumerate(members) if mc < mp} for mc in members]
+    return [
+        (LABEL_NAMES[p], LABEL_NAMES[c])
+        for c, parents in enumerate(above)
+        for p in sorted(parents)
+        if not any(p in above[q] for q in parents)  # p is above another parent: not nearest
+    ]
+
+
+def hierarchy() -> dict[str, Any]:
+    """The classes' hierarchy as Open Images' nested {"LabelName", "Subcategory"} JSON under
+    ROOT (a class with several parents appears under each)."""
+    edges = hierarchy_edges()
+    children: dict[str, list[str]] = {}
+    for parent, child in edges:
+        children.setdefault(parent, []).append(child)
+    has_parent = {child for _, child in edges}
+
+    def node(label: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"LabelName": label}
+        if label in children:
+            out["Subcategory"] = [node(c) for c in children[label]]
+        return out
+
+    return {"LabelName": ROOT, "Subcategory": [node(n) for n in LABEL_NAMES if n not in has_parent]}
+
 
 FILL_PROB = 0.6
 ANNOTATION_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
@@ -316,6 +353,7 @@ def build_demo_data(
     stats = DemoStats(n_train, n_verified, n_test, *compute_stats(splits, annotator.thresholds))
     stats.elapsed_s = round(time.perf_counter() - start, 2)
     (out / "demo-stats.json").write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    (out / "hierarchy.json").write_text(json.dumps(hierarchy(), indent=2) + "\n")
     classes = [list(r) for r in zip(LABEL_NAMES, DISPLAY_NAMES, strict=True)]
     _write_rows(out / "class-descriptions.csv", classes, ["LabelName", "DisplayName"])
     if progress:

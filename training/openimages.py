@@ -7,6 +7,7 @@
       test-annotations-machine-imagelabels.csv
       test-annotations-human-imagelabels.csv
       images/<ImageID>.<ext>
+      hierarchy.json or hierarchy.csv          optional class hierarchy (model/hierarchy.py)
 
 Labels are dense arrays of shape (N, d) in the class file's order. Human labels come with a mask
 ``known`` (N, d): a class nobody verified on an image is unknown, not negative.
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.bundle import LabelClass
+from ..model.hierarchy import Hierarchy, find_hierarchy, read_hierarchy
 
 ANNOTATION_COLUMNS = ("ImageID", "LabelName", "Confidence")
 
@@ -41,9 +43,15 @@ class DataFiles:
     test_machine: str = "test-annotations-machine-imagelabels.csv"
     test_human: str = "test-annotations-human-imagelabels.csv"
     images: str = "images"  # a folder under root, or a URI such as s3://bucket/prefix
+    hierarchy: str | None = None  # None: hierarchy.json or .csv under root when present
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    @property
+    def hierarchy_path(self) -> Path | None:
+        """The class hierarchy file: the one named, else the default one if present, else None."""
+        return self.path(self.hierarchy) if self.hierarchy else find_hierarchy(self.root)
 
     @property
     def images_uri(self) -> str:
@@ -91,6 +99,7 @@ class Dataset:
     verified: Split  # V: training images with human verification
     test: Split  # held-out images with human labels
     unknown_labels: dict[str, int] = field(default_factory=dict)  # ignored label -> row count
+    hierarchy: Hierarchy | None = None
 
 
 def read_classes(path: Path) -> list[LabelClass]:
@@ -202,6 +211,8 @@ def _join(machine: Annotations, human: Annotations, ids: list[str]) -> Split:
 def load_dataset(files: DataFiles, *, ignore_unknown: bool = False) -> Dataset:
     """Read every CSV of a data set. T = training images without verification; V = with."""
     classes = read_classes(files.path(files.classes))
+    hierarchy_file = files.hierarchy_path
+    hierarchy = read_hierarchy(hierarchy_file, classes) if hierarchy_file else None
     class_index = {c.id: i for i, c in enumerate(classes)}
     unknown: dict[str, int] = {}
 
@@ -220,4 +231,5 @@ def load_dataset(files: DataFiles, *, ignore_unknown: bool = False) -> Dataset:
         verified=_join(train_m, train_h, train_h.image_ids),
         test=_join(test_m, test_h, test_h.image_ids),
         unknown_labels=unknown,
+        hierarchy=hierarchy,
     )

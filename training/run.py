@@ -326,6 +326,7 @@ def finish(
         metrics=metrics,
         done=True,
         start=start,
+        hierarchy=data.hierarchy.to_list() if data.hierarchy else None,
     )
     report: dict[str, Any] = {
         "mode": cfg.mode,
@@ -336,6 +337,7 @@ def finish(
         "sizes": {k: len(p) for k, p in data.parts().items()},
         "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],
         "ignored_labels": data.unknown_labels,
+        "hierarchy_edges": len(data.hierarchy.edges) if data.hierarchy else 0,
     }
     if export:
         rows = torch.arange(min(32, len(test)))
@@ -350,6 +352,7 @@ def finish(
             thresholds_scores=thresholds["scores"],
             mode=cfg.mode,
             metrics=metrics,
+            hierarchy=data.hierarchy,
         )
         report["bundle"] = str(bundle.path)
     return report
