@@ -256,3 +256,56 @@ def test_verdicts_are_a_fixed_point_on_random_images() -> None:
         assert {k for k, (v, _) in out.items() if v == "removed"} == set(listed) - final
         again, _ = clean(dict.fromkeys(final, 1.0), cleaned)
         assert set(again.cleaned_labels) == final
+
+
+# --- demo data and training ----------------------------------------------------------------
+
+
+def test_demo_data_hierarchy_is_its_super_classes(tiny_data: Path) -> None:
+    from labelclean.training.demo_data import LABEL_NAMES
+    from labelclean.training.openimages import read_classes
+
+    h = read_hierarchy(
+        tiny_data / "hierarchy.json", read_classes(tiny_data / "class-descriptions.csv")
+    )
+    assert h.ancestors("/lc/shirt") == ("/lc/long_sleeve", "/lc/tops", "/lc/clothing")
+    assert h.ancestors("/lc/tshirt") == ("/lc/tops", "/lc/clothing")
+    assert h.ancestors("/lc/ankle_boot") == ("/lc/footwear", "/lc/accessory")
+    assert h.ancestors("/lc/bag") == ("/lc/accessory",)
+    assert h.ancestors("/lc/trouser") == h.ancestors("/lc/dress") == ("/lc/clothing",)
+    assert {c for _, c in h.edges} == set(LABEL_NAMES) - {"/lc/clothing", "/lc/accessory"}
+
+
+def test_training_carries_the_data_hierarchy_into_the_bundle(tiny_data: Path, tmp_path, capsys):
+    from labelclean.cli import main
+
+    from .conftest import FAST_TRAIN
+
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--data", str(tiny_data), "--out", str(run), "--mode", "noisy", *FAST_TRAIN])
+        == 0
+    )
+    bundle = load_bundle(run / "bundle")
+    assert bundle.hierarchy is not None
+    assert bundle.hierarchy.ancestors("/lc/shirt") == (
+        "/lc/long_sleeve",
+        "/lc/tops",
+        "/lc/clothing",
+    )
+    assert json.loads((run / "report.json").read_text())["hierarchy_edges"] == 13
+    exported = tmp_path / "exported"  # labelclean export: from the checkpoint, hierarchy and all
+    assert main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(exported)]) == 0
+    assert load_bundle(exported).hierarchy == bundle.hierarchy
+
+    # --hierarchy names another file (here a CSV outside --data); a bad one stops the run
+    other = tmp_path / "h.csv"
+    other.write_text("parent,child\n/lc/footwear,/lc/sandal\n/lc/footwear,/lc/unicorn\n")
+    args = ["train", "--data", str(tiny_data), "--mode", "noisy", "--hierarchy", str(other)]
+    assert main([*args, "--out", str(tmp_path / "bad"), *FAST_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and "/lc/unicorn" in err and "not in the class list" in err
+    other.write_text("parent,child\n/lc/footwear,/lc/sandal\n")
+    assert main([*args, "--out", str(tmp_path / "csv"), *FAST_TRAIN]) == 0
+    h = load_bundle(tmp_path / "csv" / "bundle").hierarchy
+    assert h is not None and h.edges == (("/lc/footwear", "/lc/sandal"),)

@@ -83,6 +83,39 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def hierarchy_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained network over the demo data's 15 classes, carrying their hierarchy: its
+    cleaner returns the noisy labels unchanged but for Tops, lowered by 0.6 (threshold 0.5)."""
+    import torch
+    from labelclean.model.bundle import LabelClass
+    from labelclean.model.config import ModelConfig
+    from labelclean.model.export import export_bundle
+    from labelclean.model.hierarchy import Hierarchy
+    from labelclean.model.network import LabelCleaningNet
+    from labelclean.training import demo_data
+
+    names = zip(demo_data.LABEL_NAMES, demo_data.DISPLAY_NAMES, strict=True)
+    classes = [LabelClass(i, n) for i, n in names]
+    torch.manual_seed(0)
+    net = LabelCleaningNet(ModelConfig(num_classes=len(classes), width=4, feature_dim=16))
+    with torch.no_grad():
+        net.cleaner.out.bias[demo_data.LABEL_NAMES.index("/lc/tops")] = -0.6
+    net.eval()
+    rng = np.random.default_rng(0)
+    sample = (
+        rng.standard_normal((4, 1, 28, 28)).astype(np.float32),
+        (rng.random((4, len(classes))) > 0.7).astype(np.float32),
+    )
+    out = tmp_path_factory.mktemp("bundle") / "hierarchy-bundle"
+    export_bundle(
+        net, out, classes, sample=sample,
+        thresholds_cleaned=[0.5] * len(classes), thresholds_scores=[0.5] * len(classes),
+        mode="joint", metrics={}, hierarchy=Hierarchy.build(demo_data.hierarchy_edges(), classes),
+    )  # fmt: skip
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
