@@ -31,6 +31,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"apt-get update && apt-get install -y {' '.join(missing)}",
             returncode=3,
         )
+
+
 TINY = dict(
     n_train=150,
     n_verified=40,
