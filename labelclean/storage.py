@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 ALIASES = {"s3a": "s3", "gs": "gcs", "abfs": "az", "abfss": "az", "local": "file"}
 COPY_BLOCK = 1 << 20
+WRITE_BLOCK = 5 << 20
+"""Bytes a remote file buffers before it uploads them as one part (S3's smallest part size):
+writing a big file (a job's cleaned.csv) holds this much, not s3fs's default of 50 MiB."""
 
 
 class StorageError(OSError):
@@ -291,7 +294,7 @@ class Storage:
     @contextlib.contextmanager
     def _remote_writer(self, uri: str, protocol: str, path: str) -> Iterator[IO[bytes]]:
         try:
-            fh = self._fs(protocol).open(path, "wb", autocommit=False)
+            fh = self._fs(protocol).open(path, "wb", autocommit=False, block_size=WRITE_BLOCK)
         except Exception as exc:  # noqa: BLE001
             raise self._error(uri, "write", exc) from exc
         try:
