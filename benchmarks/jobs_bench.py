@@ -586,15 +586,19 @@ def machine() -> dict[str, Any]:
              f"{cpuinfo.get('cpu MHz')} MHz)")  # fmt: skip
     import onnxruntime
 
-    dirty = run("git", "status", "--porcelain", "--untracked-files=no")
+    # The code the children run: this checkout, or another tree put first on PYTHONPATH
+    # (a checkout of another commit; a tree without .git may name its commit in a COMMIT file).
+    found = run(
+        sys.executable, "-c", "import labelclean; print(labelclean.__file__)", cwd=Path("/")
+    )
+    code = Path(found or ROOT / "labelclean" / "__init__.py").parent.parent
+    commit = run("git", "rev-parse", "HEAD", cwd=code)
+    if not commit and (code / "COMMIT").exists():
+        commit = (code / "COMMIT").read_text().strip()
+    dirty = run("git", "status", "--porcelain", "--untracked-files=no", cwd=code)
     return {
-        "commit": run("git", "rev-parse", "HEAD"),
-        "code": run(
-            sys.executable,
-            "-c",
-            "import labelclean.service.worker as w; print(w.__file__)",
-            cwd=Path("/"),
-        ),
+        "commit": commit or "unknown",
+        "code": str(code),
         "tracked_files_modified": [line.split(maxsplit=1)[-1] for line in dirty.splitlines()],
         "nproc": run("nproc"),
         "free_h": run("free", "-h"),
@@ -718,7 +722,8 @@ def main() -> int:
     folder = args.out / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
     info = machine()
-    print(f"commit {info['commit']}; {info['nproc']} cores, {info['cpu_model']}; logs {folder}")
+    print(f"code {info['code']} at {info['commit']}; {info['nproc']} cores, {info['cpu_model']}; "
+          f"logs {folder}")  # fmt: skip
     if args.plan_memory:
         found = plan_memory(args, [int(x) for x in args.plan_memory.split(",")], folder)
         result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
