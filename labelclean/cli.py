@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 
 MODES = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
+DEFAULT_CLEANER_LOSS = "l1"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -119,6 +120,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default="confidence",
         help="how the cleaner reads machine labels: their confidence (default), or 1 "
         "for every listed label (for annotators without scores)",
+    )
+    m.add_argument(
+        "--cleaner-loss",
+        choices=["bce", "l1"],
+        default=DEFAULT_CLEANER_LOSS,
+        help="the cleaner's output and loss: bce = c = sigmoid(logit(y) + g), binary "
+        "cross-entropy on its logits (keeps a ranking: few ties); l1 = the paper's "
+        f"c = clip(y + g, 0, 1) with an L1 loss (default {DEFAULT_CLEANER_LOSS}; "
+        "benchmarks/RESULTS.md compares them)",
     )
     m.add_argument(
         "--image-size",

@@ -45,6 +45,7 @@ def _configs(args: argparse.Namespace, num_classes: int):
         cleaner_embed_dim=args.cleaner_dim,
         width=args.width,
         noisy_labels=args.noisy_labels,
+        cleaner_loss=args.cleaner_loss,
         input=spec,
     )
     from labelclean.cli import SCHEDULE_FLAGS

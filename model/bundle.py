@@ -1,7 +1,8 @@
 """The model bundle: a folder that holds everything the service needs, verified on load.
 
     BUNDLE/
-      model.onnx     inputs image (N,C,H,W) float32, noisy_labels (N,d); outputs scores, cleaned
+      model.onnx     inputs image (N,C,H,W) float32, noisy_labels (N,d); outputs scores, cleaned,
+                     issue (each (N,d) float32)
       classes.csv    LabelName,DisplayName in the model's class order
       bundle.json    format version, input spec, thresholds, training mode, metrics, sha256,
                      and optionally the class hierarchy: "hierarchy": [[parent, child], ...]
@@ -26,7 +27,8 @@ import numpy as np
 from .config import InputSpec
 from .hierarchy import Hierarchy
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: the graph has the ``issue`` output
+OUTPUTS = ("scores", "cleaned", "issue")  # the ONNX graph's outputs, in this order
 MODEL_FILE = "model.onnx"
 CLASSES_FILE = "classes.csv"
 META_FILE = "bundle.json"
@@ -170,6 +172,11 @@ def load_bundle(path: Path | str) -> Bundle:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_file}: not valid JSON ({exc})") from exc
+    if meta.get("format") == 1:
+        raise BundleError(
+            f"{meta_file}: bundle format 1 has no label-issue score; export its checkpoint "
+            "again (labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE)"
+        )
     if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(
             f"{meta_file}: bundle format {meta.get('format')!r} is not supported "

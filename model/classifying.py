@@ -56,7 +56,7 @@ async def classify_images(
     limit = parse_thresholds(threshold, bundle.index, bundle.score_thresholds)
     batch = await prepare_images(images, bundle.input, limits, offload)
     noisy = np.zeros((len(images), bundle.num_classes), dtype=np.float32)
-    scores, _ = await call_predict(predict, batch, noisy)
+    scores = (await call_predict(predict, batch, noisy))[0]
     classes = bundle.classes
     out = []
     for row in scores:

@@ -2,7 +2,8 @@
 
     results = await clean_images(bundle, [png_bytes], ['["/m/01g317"]'], predict=model.run)
     results = clean_images_sync(bundle, [png_bytes], [["/m/01g317"]], predict=model.run)
-    results[0].labels   # [LabelVerdict(id, name, noisy, cleaned, threshold, verdict), ...]
+    results[0].labels   # [LabelVerdict(id, name, noisy, cleaned, threshold, verdict, issue), ...]
+    results[0].issue    # (d,) every class's issue score, for ranking (labelclean review)
 
 Steps: parse every image's labels (unknown ids fail the whole request before any decoding),
 decode and normalise each image (``offload`` runs that elsewhere, e.g. a thread pool), predict
@@ -15,6 +16,8 @@ sync or async), then give each label a verdict against its threshold:
     noisy label absent,  cleaned >= threshold  -> added
 
 then, when the bundle carries a class hierarchy, make them consistent with it (see ``verdicts``).
+Every label also gets its issue score (the model's ``issue`` output, model.network.IssueHead):
+the probability that a listed label is wrong, or that an unlisted one is missing.
 
 Torch-free.
 """
@@ -44,12 +47,17 @@ from .preprocess import (
 )
 
 T = TypeVar("T")
-Arrays = tuple[np.ndarray, np.ndarray]
+Arrays = tuple[np.ndarray, ...]
 Predict = Callable[[np.ndarray, np.ndarray], Arrays | Awaitable[Arrays]]
-"""(N, C, H, W) float32 images, (N, d) float32 noisy labels -> ((N, d) scores, (N, d) cleaned)."""
+"""(N, C, H, W) float32 images, (N, d) float32 noisy labels -> the model's outputs, each (N, d):
+scores, cleaned, issue (model.bundle.OUTPUTS)."""
 Offload = Callable[..., Awaitable[Any]]
 """``offload(fn, *args)`` runs ``fn(*args)`` somewhere and awaits it (e.g. a thread pool)."""
 Verdict = Literal["kept", "removed", "added"]
+ISSUE_THRESHOLD = 0.5
+"""An issue score at or above this flags its label: the issue score is a probability calibrated
+on held-out human labels, so a flagged label is more likely wrong (listed) or missing (not
+listed) than not. ``labelclean review`` suggests its changes at this cut."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,19 @@ class LabelVerdict:
     cleaned: float  # c = clip(y + g(y, f), 0, 1)
     threshold: float
     verdict: Verdict
+    issue: float  # P(wrong) for a listed label, P(missing) for one that is not
     reason: str | None = None  # why, when the hierarchy (not the threshold) decided the verdict
 
 
 @dataclass
 class CleanResult:
-    """One image: its labels that were given or added, highest cleaned score first."""
+    """One image: its labels that were given or added, highest cleaned score first, and every
+    class's issue score (``issue``, (d,), in the bundle's class order; ``noisy`` (d,) is the
+    labels given, as parsed: their confidence, 0 when absent)."""
 
     labels: list[LabelVerdict] = field(default_factory=list)
+    issue: np.ndarray | None = None
+    noisy: np.ndarray | None = None
 
     @property
     def cleaned_labels(self) -> list[str]:
@@ -165,8 +178,11 @@ def verdicts(
     cleaned: np.ndarray,
     thresholds: np.ndarray,
     ancestors: Sequence[np.ndarray] | None = None,
+    issue: np.ndarray | None = None,
 ) -> CleanResult:
     """(d,) noisy, cleaned and thresholds of one image -> its given and added labels.
+
+    ``issue`` (d,) is the model's issue score of every class (zeros when not given).
 
     A label *passes* when cleaned >= threshold. Without a hierarchy (``ancestors`` None) the
     image's labels after cleaning are those that pass. With one (``ancestors[i]``: the columns
@@ -184,6 +200,7 @@ def verdicts(
     ``"ancestor of /lc/shirt"`` (the labels that pass below it, highest cleaned score first).
     """
     present = noisy > 0
+    issue = np.zeros_like(cleaned) if issue is None else issue
     passes = cleaned >= thresholds
     because: dict[int, list[str]] = {}
     if ancestors is not None:
@@ -198,14 +215,20 @@ def verdicts(
     shown = np.flatnonzero(present | passes)
     shown = shown[np.argsort(-cleaned[shown], kind="stable")]  # highest cleaned score first
     out = []
-    for i, y, c, t in zip(
+    for i, y, c, t, p in zip(
         shown.tolist(), round_scores(noisy[shown]), round_scores(cleaned[shown]),
-        round_scores(thresholds[shown]), strict=True,
+        round_scores(thresholds[shown]), issue_scores(issue[shown]), strict=True,
     ):  # fmt: skip
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
         reason = f"ancestor of {', '.join(because[i])}" if i in because else None
-        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, reason))
-    return CleanResult(out)
+        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, p, reason))
+    return CleanResult(out, issue, noisy)
+
+
+def issue_scores(values: np.ndarray) -> list[float]:
+    """float32 issue scores -> floats with nine significant digits: enough to keep the order of
+    float32 values (six decimals, as ``round_scores`` gives, would tie the many small ones)."""
+    return [float(f"{v:.9g}") for v in values.astype(np.float64).tolist()]
 
 
 async def clean_images(
@@ -241,10 +264,11 @@ async def clean_images(
     limit = parse_thresholds(thresholds, index, bundle.cleaned_thresholds)
     batch = await prepare_images(images, bundle.input, limits, offload)
     encoding = str(bundle.model_config.get("noisy_labels", "confidence"))
-    _, cleaned = await call_predict(predict, batch, encode_noisy(noisy, encoding))
+    _, cleaned, issue = await call_predict(predict, batch, encode_noisy(noisy, encoding))
     ancestors = bundle.ancestor_columns
     return [
-        verdicts(bundle.classes, noisy[i], cleaned[i], limit, ancestors) for i in range(len(images))
+        verdicts(bundle.classes, noisy[i], cleaned[i], limit, ancestors, issue[i])
+        for i in range(len(images))
     ]
 
 

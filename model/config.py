@@ -46,6 +46,10 @@ class ModelConfig:
     # How noisy labels y are encoded: "confidence" (the machine's score, 1.0 when none is given)
     # or "binary" (1 for every listed label). Serving encodes requests the same way.
     noisy_labels: str = "confidence"
+    # The cleaner's output and loss: "bce" (c = sigmoid(logit(y) + g), binary cross-entropy on
+    # its logits: scores keep a ranking) or "l1" (the paper's: c = clip(y + g, 0, 1), L1 loss).
+    # Checkpoints made before the option have no key: they are "l1".
+    cleaner_loss: str = "l1"
     input: InputSpec = field(default_factory=InputSpec)
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,8 @@
     bundle = export_bundle(net, out_dir, classes, sample=(images, noisy), thresholds..., mode=...)
 
 The graph has inputs ``image`` (N, C, H, W) float32 and ``noisy_labels`` (N, d) float32 and
-outputs ``scores`` (classifier probabilities) and ``cleaned`` (c), with a dynamic batch axis.
+outputs ``scores`` (classifier probabilities), ``cleaned`` (c) and ``issue`` (the label-issue
+score: P(listed label wrong) or P(unlisted label missing)), with a dynamic batch axis.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .bundle import MODEL_FILE, Bundle, LabelClass, write_bundle
+from .bundle import MODEL_FILE, OUTPUTS, Bundle, LabelClass, write_bundle
 from .hierarchy import Hierarchy
 from .network import LabelCleaningNet
 
@@ -42,8 +43,8 @@ def export_onnx(net: LabelCleaningNet, path: Path, sample: tuple[np.ndarray, np.
             (images, noisy),
             str(path),
             input_names=["image", "noisy_labels"],
-            output_names=["scores", "cleaned"],
-            dynamic_axes={"image": batch, "noisy_labels": batch, "scores": batch, "cleaned": batch},
+            output_names=list(OUTPUTS),
+            dynamic_axes={name: batch for name in ("image", "noisy_labels", *OUTPUTS)},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -59,7 +60,7 @@ def check_parity(net: LabelCleaningNet, path: Path, sample: tuple[np.ndarray, np
     with torch.no_grad():
         expected = [t.numpy() for t in net(torch.from_numpy(images), torch.from_numpy(noisy))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(["scores", "cleaned"], {"image": images, "noisy_labels": noisy})
+    actual = session.run(list(OUTPUTS), {"image": images, "noisy_labels": noisy})
     diff = max(float(np.max(np.abs(e - a))) for e, a in zip(expected, actual, strict=True))
     if not diff <= PARITY_ATOL:
         raise ExportError(

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Bundle
+from .bundle import OUTPUTS, Bundle
 
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
@@ -74,13 +74,15 @@ class OnnxModel:
         """False when CUDA was demanded but the session fell back to CPU."""
         return self.device != "cuda" or self.provider == CUDA
 
-    def run(self, images: np.ndarray, noisy_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C, H, W) float32 and (N, d) float32 -> (scores, cleaned), each (N, d) float32."""
-        scores, cleaned = self.session.run(
-            ["scores", "cleaned"],
+    def run(
+        self, images: np.ndarray, noisy_labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, C, H, W) float32 and (N, d) float32 -> (scores, cleaned, issue), each (N, d)."""
+        scores, cleaned, issue = self.session.run(
+            list(OUTPUTS),
             {
                 "image": np.ascontiguousarray(images, dtype=np.float32),
                 "noisy_labels": np.ascontiguousarray(noisy_labels, dtype=np.float32),
             },
         )
-        return scores, cleaned
+        return scores, cleaned, issue

@@ -4,7 +4,7 @@ gathered into one model run.
     batcher = DynamicBatcher(model.run, max_batch_size=32, max_queue_delay_s=0.005)
     batcher.start()
     async with batcher.expect(n) as predict:      # n images about to be decoded
-        scores, cleaned = await predict(images, noisy)   # (n, C, H, W), (n, d) -> (n, d) x2
+        scores, cleaned, issue = await predict(images, noisy)  # (n, C, H, W), (n, d) -> (n, d) x3
 
 A batch leaves when it is full, when its oldest image has waited ``max_queue_delay_s``, or at
 once when no other request is on its way (``expect`` counts images still being decoded), so a
@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ModelNotReady, Overloaded
 from .threads import ThreadPool
 
-Arrays = tuple[np.ndarray, np.ndarray]
+Arrays = tuple[np.ndarray, ...]  # the model's outputs: scores, cleaned, issue
 RunFn = Callable[[np.ndarray, np.ndarray], Arrays]
 
 
@@ -110,7 +110,7 @@ class DynamicBatcher:
             self._poke()
 
     async def predict(self, images: np.ndarray, noisy: np.ndarray) -> Arrays:
-        """(N, C, H, W), (N, d) -> (scores, cleaned), each (N, d); batched with other callers."""
+        """(N, C, H, W), (N, d) -> the model's outputs, each (N, d); batched with other callers."""
         if self._task is None or self._task.done():
             raise ModelNotReady("the batcher is not running")
         loop = asyncio.get_running_loop()
@@ -123,10 +123,9 @@ class DynamicBatcher:
             futures.append(future)
         self._poke(first)
         if len(futures) == 1:
-            scores, cleaned = await futures[0]
-            return scores[None], cleaned[None]
+            return tuple(output[None] for output in await futures[0])
         results = await asyncio.gather(*futures)
-        return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+        return tuple(np.stack(outputs) for outputs in zip(*results, strict=True))
 
     def _poke(self, first: bool = False) -> None:
         """Wake the gatherer, but only when what it waits for may have happened: the first
@@ -162,7 +161,7 @@ class DynamicBatcher:
                 continue
             started = loop.time()
             try:
-                (scores, cleaned), inference_s = await self._pool.run(self._infer, batch)
+                outputs, inference_s = await self._pool.run(self._infer, batch)
             except Exception as exc:  # noqa: BLE001 - every waiting caller gets the error
                 for item in batch:
                     if not item.future.done():
@@ -170,7 +169,7 @@ class DynamicBatcher:
                 continue
             for i, item in enumerate(batch):
                 if not item.future.done():
-                    item.future.set_result((scores[i], cleaned[i]))
+                    item.future.set_result(tuple(output[i] for output in outputs))
             self._observer.batch(len(batch), [started - it.enqueued for it in batch], inference_s)
 
     def _infer(self, batch: list[_Item]) -> tuple[Arrays, float]:

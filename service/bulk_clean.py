@@ -3,7 +3,7 @@
 
     result = await process_chunk(chunk, bundle=bundle, predict=predict, storage=storage,
                                  offload=offload, batch_size=32)
-    result.rows     # (ImageID, "labelclean", LabelName, cleaned score, verdict), chunk order
+    result.rows     # (ImageID, "labelclean", LabelName, cleaned, verdict, issue, reason), in order
     result.errors   # (ImageID, reason) of images that could not be cleaned
 
 Torch-free.
@@ -113,7 +113,8 @@ async def process_chunk(
             continue
         result.done += 1
         for v in cleaned[item.id].labels:
-            result.rows.append((item.id, io.SOURCE, v.id, v.cleaned, v.verdict))
+            row = (item.id, io.SOURCE, v.id, v.cleaned, v.verdict, v.issue, v.reason or "")
+            result.rows.append(row)
             counts = result.counts.setdefault(
                 v.id, {"name": v.name, "kept": 0, "removed": 0, "added": 0}
             )

@@ -21,7 +21,11 @@ from ..model.labels import InputError
 from ..storage import Storage, StorageError
 
 LABEL_COLUMNS = ("ImageID", "LabelName", "Confidence")  # Source is read but not needed
-RESULT_HEADER = ("ImageID", "Source", "LabelName", "Confidence", "Verdict")
+# Confidence: the cleaned score c; IssueScore: P(wrong) for a given label, P(missing) for an
+# added one; Reason: why the class hierarchy (not the threshold) decided the verdict, if it did.
+RESULT_HEADER = (
+    "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+)  # fmt: skip
 ERROR_HEADER = ("ImageID", "Reason")
 SOURCE = "labelclean"
 IMAGE_EXTENSIONS = frozenset(

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..model.bundle import Bundle, load_bundle
 from ..model.classifying import classify_images
-from ..model.cleaning import ImageLimits, clean_images
+from ..model.cleaning import ImageLimits, LabelVerdict, clean_images
 from ..model.runtime import OnnxModel
 from ..settings import Settings, decode_threads
 from .batcher import BatchObserver, DynamicBatcher
@@ -154,13 +154,21 @@ class Engine:
                     {
                         "index": i,
                         "filename": filenames[i],
-                        "labels": [vars(v) for v in r.labels],
+                        "labels": [_verdict(v) for v in r.labels],
                         "cleaned_labels": r.cleaned_labels,
                     }
                     for i, r in enumerate(results)
                 ]
             }
         )
+
+
+def _verdict(v: LabelVerdict) -> dict[str, Any]:
+    return {
+        "id": v.id, "name": v.name, "noisy": v.noisy, "cleaned": v.cleaned,
+        "threshold": v.threshold, "verdict": v.verdict, "issue_score": v.issue,
+        "reason": v.reason,
+    }  # fmt: skip
 
 
 def _json(body: dict[str, Any]) -> bytes:

@@ -202,8 +202,10 @@ async def get_job(job_id: str, jobs: JobsDep) -> Job:
     responses={
         200: {
             "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "ImageID,Source,LabelName,Confidence,Verdict (Source labelclean, "
-            "Confidence the cleaned score; every given label and every added one)",
+            "description": "ImageID,Source,LabelName,Confidence,Verdict,IssueScore,Reason "
+            "(Source labelclean, Confidence the cleaned score, IssueScore the probability that "
+            "a given label is wrong or an added one missing, Reason set when the class "
+            "hierarchy decided the verdict; every given label and every added one)",
         },
         **error_responses(401, 404, 409, 503),
     },

@@ -41,9 +41,19 @@ class LabelVerdict(BaseModel):
     id: str
     name: str
     noisy: float = Field(description="the request's value: confidence (1 for a bare id), or 0")
-    cleaned: float = Field(description="cleaned score c = clip(y + g(y, f), 0, 1)")
+    cleaned: float = Field(
+        description="cleaned score c = clip(y + g(y, f), 0, 1), or sigmoid(logit(y) + g(y, f)) "
+        "for a model trained with the bce cleaner loss"
+    )
     threshold: float
     verdict: Literal["kept", "removed", "added"]
+    issue_score: float = Field(
+        ge=0,
+        le=1,
+        description="label-issue score: for a given label the probability that it is wrong, "
+        "for an added one that it was missing; calibrated on held-out human labels, so it "
+        "ranks labels for review (highest first) without ties",
+    )
     reason: str | None = Field(
         None,
         description="null when the label's own threshold decided the verdict; otherwise why, "

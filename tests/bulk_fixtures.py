@@ -93,9 +93,9 @@ def onnx(bundle: Bundle) -> OnnxModel:
 
 
 def clean_rows(bundle: Bundle, onnx: OnnxModel, data: bytes, labels: list[dict], **kw) -> list:
-    """What the /clean path gives for one image: (LabelName, cleaned, verdict) rows."""
+    """What the /clean path gives for one image: (LabelName, cleaned, verdict, issue) rows."""
     (result,) = clean_images_sync(bundle, [data], [labels], predict=onnx.run, **kw)
-    return [(v.id, v.cleaned, v.verdict) for v in result.labels]
+    return [(v.id, v.cleaned, v.verdict, v.issue) for v in result.labels]
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -103,12 +103,13 @@ def read_csv(path: Path) -> list[list[str]]:
         return list(csv.reader(fh))
 
 
-def rows_by_image(rows: list[list[str]]) -> dict[str, list[tuple[str, float, str]]]:
-    """cleaned.csv rows (after the header) grouped by image, in file order."""
-    out: dict[str, list[tuple[str, float, str]]] = {}
-    for image, source, label, confidence, verdict in rows:
+def rows_by_image(rows: list[list[str]]) -> dict[str, list[tuple[str, float, str, float]]]:
+    """cleaned.csv rows (after the header) grouped by image, in file order:
+    (LabelName, cleaned, verdict, issue score)."""
+    out: dict[str, list[tuple[str, float, str, float]]] = {}
+    for image, source, label, confidence, verdict, issue, _reason in rows:
         assert source == "labelclean"
-        out.setdefault(image, []).append((label, float(confidence), verdict))
+        out.setdefault(image, []).append((label, float(confidence), verdict, float(issue)))
     return out
 
 
@@ -116,6 +117,7 @@ def assert_same_as_clean(got: list[tuple], want: list[tuple]) -> None:
     """Same labels, verdicts and order; scores equal up to batch-size float noise."""
     assert [(g[0], g[2]) for g in got] == [(w[0], w[2]) for w in want]
     assert [g[1] for g in got] == pytest.approx([w[1] for w in want], abs=2e-6)
+    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], abs=2e-6)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,9 @@ def upload(url: str, bucket: str, files: JobFiles, prefix: str = "images") -> No
 def check_results(files: JobFiles, out: Path, bundle, onnx, summary: dict, **kw) -> None:  # noqa: F811
     """cleaned.csv per image == the /clean path; errors.csv lists the rest; summary counts."""
     cleaned = read_csv(out / "cleaned.csv")
-    assert cleaned[0] == ["ImageID", "Source", "LabelName", "Confidence", "Verdict"]
+    assert cleaned[0] == [
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+    ]  # fmt: skip
     got = rows_by_image(cleaned[1:])
     for image in files.good:
         want = clean_rows(bundle, onnx, files.data[image], files.given[image], **kw)

@@ -51,11 +51,12 @@ def test_onnx_matches_pytorch_at_other_batch_sizes(bundle, net):
     for n in (1, 3, 17):  # the batch axis is dynamic
         x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
         y = (rng.random((n, 5)) > 0.5).astype(np.float32)
-        scores, cleaned = model.run(x, y)
+        scores, cleaned, issue = model.run(x, y)
         with torch.no_grad():
-            ts, tc = net(torch.from_numpy(x), torch.from_numpy(y))
+            ts, tc, ti = net(torch.from_numpy(x), torch.from_numpy(y))
         np.testing.assert_allclose(scores, ts.numpy(), atol=1e-4)
         np.testing.assert_allclose(cleaned, tc.numpy(), atol=1e-4)
+        np.testing.assert_allclose(issue, ti.numpy(), atol=1e-4)
     assert model.provider == "CPUExecutionProvider" and model.ready
 
 

@@ -73,6 +73,6 @@ def test_clean_loss_trains_the_cleaner():
 
 def test_forward_shapes():
     net = LabelCleaningNet(ModelConfig(num_classes=3, width=4, feature_dim=8)).eval()
-    scores, cleaned = net(torch.randn(5, 1, 28, 28), torch.zeros(5, 3))
-    assert scores.shape == cleaned.shape == (5, 3)
+    scores, cleaned, issue = net(torch.randn(5, 1, 28, 28), torch.zeros(5, 3))
+    assert scores.shape == cleaned.shape == issue.shape == (5, 3)
     assert ((scores > 0) & (scores < 1)).all()

@@ -150,7 +150,7 @@ def test_unverified_classes_are_left_out_of_the_v_terms(phase):
         t = _batch(1, [[0.2, 0.9], [0.6, 0.1]], [[0, 0]] * 2, [[0, 0]] * 2) if uses_t else None
         human = [[1.0, unknown_value], [unknown_value, 0.0], [unknown_value] * 2]
         v = _batch(2, [[0.3, 0.6], [0.8, 0.1], [0.5, 0.5]], human, known)
-        logits, cleaned = _capture_outputs(net.classifier), _capture_outputs(net.cleaner)
+        logits, cleaned = _capture_outputs(net.classifier), _capture_outputs(net.cleaner.out)
         loss = stepper.loss(t, v)
         loss.backward()
         grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}

@@ -41,7 +41,7 @@ def evaluate_bundle(
     rows = np.flatnonzero(ok)
     test = test.subset(rows)
     test.noisy = encode_noisy(test.noisy, bundle.model_config.get("noisy_labels", "confidence"))
-    scores, cleaned = predict_batches(
+    scores, cleaned, _ = predict_batches(
         model.run, pixels[rows], test.noisy, lambda p: normalize(p, bundle.input)
     )
     metrics = score(scores, cleaned, test.noisy, test.human, test.known, bundle.thresholds_cleaned)

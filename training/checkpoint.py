@@ -53,7 +53,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def rebuild(state: dict[str, Any]) -> tuple[LabelCleaningNet, list[LabelClass]]:
     """The network (weights loaded) and the classes of a checkpoint."""
     net = LabelCleaningNet(ModelConfig.from_dict(state["model_config"]))
-    net.load_state_dict(state["state_dict"])
+    result = net.load_state_dict(state["state_dict"], strict=False)
+    # Checkpoints made before the issue score have no issue head: it keeps its default.
+    missing = [k for k in result.missing_keys if not k.startswith("issue_head.")]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit its model: missing {missing}, "
+            f"unexpected {list(result.unexpected_keys)}"
+        )
     return net, [LabelClass(i, n) for i, n in state["classes"]]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .metrics import ap_all, cleaning_report, mean_ap
 
-Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def predict_batches(
@@ -18,17 +18,17 @@ def predict_batches(
     noisy: np.ndarray,
     normalize: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 256,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``predict`` over (N, H, W, C) uint8 pixels in batches -> (scores, cleaned), (N, d)."""
-    scores, cleaned = [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``predict`` over (N, H, W, C) uint8 pixels in batches -> (scores, cleaned, issue),
+    each (N, d)."""
+    outputs: list[list[np.ndarray]] = [[], [], []]
     for i in range(0, len(pixels), batch_size):
-        s, c = predict(normalize(pixels[i : i + batch_size]), noisy[i : i + batch_size])
-        scores.append(s)
-        cleaned.append(c)
-    d = noisy.shape[1]
-    if not scores:
-        return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32)
-    return np.concatenate(scores), np.concatenate(cleaned)
+        result = predict(normalize(pixels[i : i + batch_size]), noisy[i : i + batch_size])
+        for kept, array in zip(outputs, result, strict=True):
+            kept.append(array)
+    empty = np.zeros((0, noisy.shape[1]), np.float32)
+    s, c, issue = (np.concatenate(o) if o else empty for o in outputs)
+    return s, c, issue
 
 
 def score(

@@ -4,8 +4,12 @@ Phases (what a batch holds -> the loss):
     noisy    T images                 BCE(h, y)
     clean    V images                 BCE(h, v) on verified classes
     mixed    T and V, 9:1             BCE(h, y) on T + BCE(h, v) on V
-    cleaner  V images, backbone fixed 0.1 * L1(c, v)                       (g alone)
-    joint    T and V, 9:1             0.1 * L1(c, v) on V + BCE(h, c.detach()) on T + BCE(h, v) on V
+    cleaner  V images, backbone fixed 0.1 * L_clean(c, v)    (g alone)
+    joint    T and V, 9:1             0.1 * L_clean(c, v) on V + BCE(h, c.detach()) on T
+                                      + BCE(h, v) on V
+
+L_clean is the paper's L1 |c - v| when the model's ``cleaner_loss`` is "l1", and binary
+cross-entropy on the cleaner's logits (c = sigmoid(logit(y) + g)) when it is "bce".
 
 Only human-verified classes (``known``) enter the V terms. Each term is summed over its images
 and classes; ``loss_reduction`` says what the sums are divided by (see ``reduce_terms``).
@@ -182,8 +186,7 @@ class Stepper:
         n_t = len(t.pixels) if t is not None else 0
         l_clean = None
         if self.phase in ("cleaner", "joint"):
-            cleaned_v = net.cleaner(v.noisy, features[n_t:])
-            l_clean = ((cleaned_v - v.human).abs() * v.known).sum()
+            l_clean = clean_loss(net, v.noisy, features[n_t:], v.human, v.known)
         if self.phase == "cleaner":
             return reduce_terms(cfg, l_clean, None, n, n - n_t)
         classify = torch.zeros((), device=self.device)
@@ -196,6 +199,21 @@ class Stepper:
         if v is not None:  # V images learn their human labels v, on verified classes only
             classify = classify + _bce(logits[n_t:], v.human, v.known)
         return reduce_terms(cfg, l_clean, classify, n, n - n_t)
+
+
+def clean_loss(
+    net: LabelCleaningNet,
+    noisy: torch.Tensor,
+    features: torch.Tensor,
+    human: torch.Tensor,
+    known: torch.Tensor,
+) -> torch.Tensor:
+    """L_clean summed over V's images and verified classes: L1 |c - v| (``l1``, the paper's) or
+    BCE(logit(y) + g, v) (``bce``)."""
+    raw = net.cleaner.raw(noisy, features)
+    if net.cleaner.loss == "bce":
+        return _bce(raw, human, known)
+    return ((net.cleaner.squash(raw) - human).abs() * known).sum()
 
 
 def reduce_terms(

@@ -28,6 +28,7 @@ from .checkpoint import (
     weights_digest,
 )
 from .evaluate import score
+from .issue_fit import fit_issue_head
 from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
 from .metrics import calibrate_thresholds
 from .openimages import DataError
@@ -56,22 +57,22 @@ def place_data(data: TrainingData, device: torch.device) -> TrainingData:
 @torch.no_grad()
 def predict_part(
     net: LabelCleaningNet, part: Part, device: torch.device, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, cleaned), each (N, d) float32, for every image of ``part``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, cleaned, issue), each (N, d) float32, for every image of ``part``."""
     net.eval()
     spec = net.config.input
-    out_s, out_c = [], []
+    outputs: list[list[np.ndarray]] = [[], [], []]
     for i in range(0, len(part), batch_size):
         rows = torch.arange(i, min(i + batch_size, len(part)))
         batch = part.take(rows, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            s, c = net(to_input(batch.pixels, spec, device.type == "cuda"), batch.noisy)
-        out_s.append(s.float().cpu().numpy())
-        out_c.append(c.float().cpu().numpy())
+            result = net(to_input(batch.pixels, spec, device.type == "cuda"), batch.noisy)
+        for kept, tensor in zip(outputs, result, strict=True):
+            kept.append(tensor.float().cpu().numpy())
     d = net.config.num_classes
-    if not out_s:
-        return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32)
-    return np.concatenate(out_s), np.concatenate(out_c)
+    empty = np.zeros((0, d), np.float32)
+    s, c, issue = (np.concatenate(o) if o else empty for o in outputs)
+    return s, c, issue
 
 
 def build_network(
@@ -82,6 +83,8 @@ def build_network(
     net, classes = rebuild(load_checkpoint(init))
     if [c.id for c in classes] != [c.id for c in data.classes]:
         raise CheckpointError(f"{init}: its classes differ from the data set's class file")
+    if net.config.cleaner_loss != model_cfg.cleaner_loss:
+        net.set_cleaner_loss(model_cfg.cleaner_loss)  # the run's --cleaner-loss, not init's
     return net
 
 
@@ -284,8 +287,10 @@ def finish(
     *,
     export: bool,
 ) -> dict[str, Any]:
-    """Calibrate thresholds on the held-out part of V, evaluate on test, save and export."""
-    cal_s, cal_c = predict_part(net, data.calibration, device)
+    """Fit the issue score and calibrate thresholds on the held-out part of V, evaluate on
+    test, save and export."""
+    issue_fit = fit_issue_head(net, data.calibration, device)
+    cal_s, cal_c, _ = predict_part(net, data.calibration, device)
     cal_known = data.calibration.known.cpu().numpy().astype(bool)
     cal_human = data.calibration.human.cpu().numpy()
     thresholds = {
@@ -293,11 +298,12 @@ def finish(
         "scores": calibrate_thresholds(cal_s, cal_human, cal_known),
         "noisy": calibrate_thresholds(data.calibration.noisy.cpu().numpy(), cal_human, cal_known),
     }
-    test_s, test_c = predict_part(net, data.test, device)
+    test_s, test_c, test_issue = predict_part(net, data.test, device)
     test = data.test
     arrays = {
         "scores": test_s,
         "cleaned": test_c,
+        "issue": test_issue,
         "noisy": test.noisy.cpu().numpy(),
         "human": test.human.cpu().numpy(),
         "known": test.known.cpu().numpy() > 0,
@@ -334,6 +340,7 @@ def finish(
         "start": start,
         "metrics": metrics,
         "thresholds": thresholds,
+        "issue_fit": issue_fit,
         "sizes": {k: len(p) for k, p in data.parts().items()},
         "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],
         "ignored_labels": data.unknown_labels,

@@ -260,9 +260,11 @@ def assert_results_equal_clean(
 ) -> None:  # fmt: skip
     """Every image's rows in the job's results are what POST /clean answers for it."""
     header, *rows = list(csv.reader(io.StringIO(results.decode())))
-    assert header == ["ImageID", "Source", "LabelName", "Confidence", "Verdict"]
+    assert header == [
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+    ]  # fmt: skip
     found: dict[str, list[tuple[str, float, str]]] = {}
-    for image, source, label, confidence, verdict in rows:
+    for image, source, label, confidence, verdict, _issue, _reason in rows:
         assert source == "labelclean"
         found.setdefault(image, []).append((label, float(confidence), verdict))
     ids = sorted(images)

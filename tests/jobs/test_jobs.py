@@ -41,16 +41,16 @@ def spec(bucket: str, out: str, **options: object) -> dict:
             "output": f"{bucket}/{out}/", "options": options}  # fmt: skip
 
 
-def rows_by_image(csv_rows: list[list[str]]) -> dict[str, list[tuple[str, float, str]]]:
-    """ImageID -> [(label, cleaned score, verdict)] in file order; each image's rows must be
-    one run (an image listed twice would show up as a second run)."""
-    found: dict[str, list[tuple[str, float, str]]] = defaultdict(list)
+def rows_by_image(csv_rows: list[list[str]]) -> dict[str, list[tuple[str, float, str, float]]]:
+    """ImageID -> [(label, cleaned score, verdict, issue score)] in file order; each image's
+    rows must be one run (an image listed twice would show up as a second run)."""
+    found: dict[str, list[tuple[str, float, str, float]]] = defaultdict(list)
     runs: list[str] = []
-    for image, source, label, confidence, verdict in csv_rows:
+    for image, source, label, confidence, verdict, _issue, _reason in csv_rows:
         assert source == "labelclean"
         if not runs or runs[-1] != image:
             runs.append(image)
-        found[image].append((label, float(confidence), verdict))
+        found[image].append((label, float(confidence), verdict, float(_issue)))
     assert len(runs) == len(set(runs)), "an image's rows appear in more than one place"
     return dict(found)
 
@@ -60,12 +60,11 @@ def assert_same(found: dict, reference: dict) -> None:
     assert sorted(found) == sorted(reference)
     for image, expected in reference.items():
         got = found[image]
-        assert [(label, verdict) for label, _, verdict in got] == [
-            (label, verdict) for label, _, verdict in expected
-        ], image
-        assert [score for _, score, _ in got] == pytest.approx(
-            [score for _, score, _ in expected], abs=1e-5
-        ), image
+        assert [(row[0], row[2]) for row in got] == [(row[0], row[2]) for row in expected], image
+        for column in (1, 3):  # cleaned score, issue score
+            assert [row[column] for row in got] == pytest.approx(
+                [row[column] for row in expected], abs=1e-5
+            ), image
 
 
 def job(client: httpx.Client, job_id: str) -> dict:
@@ -118,8 +117,13 @@ def test_a_job_over_a_bucket_matches_clean_image_by_image(
             assert answer.status_code == 200, answer.text
             for image, result in zip(batch, answer.json()["results"], strict=True):
                 expected = [(v["id"], v["cleaned"], v["verdict"]) for v in result["labels"]]
-                assert by_image.get(image, []) == expected, image
-    assert header == ["ImageID", "Source", "LabelName", "Confidence", "Verdict"]
+                got = by_image.get(image, [])
+                assert [row[:3] for row in got] == expected, image
+                issues = [v["issue_score"] for v in result["labels"]]
+                assert [row[3] for row in got] == pytest.approx(issues, abs=1e-6), image
+    assert header == [
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+    ]  # fmt: skip
     assert set(by_image) <= set(dataset.images)  # nothing for the corrupt or missing images
     assert done["state"] == "completed" and done["error"] is None
     assert (done["total"], done["done"], done["failed"]) == (203, 200, 3)  # 2 corrupt, 1 missing

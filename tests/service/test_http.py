@@ -27,7 +27,7 @@ def reference(bundle_dir: Path):
     def run(image: bytes, noisy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         x = prepare_image(image, bundle.input, DEFAULT_LIMITS)[None]
         y = np.zeros((1, len(IDS)), np.float32) if noisy is None else noisy[None]
-        scores, cleaned = model.run(x, y.astype(np.float32))
+        scores, cleaned, _ = model.run(x, y.astype(np.float32))
         return scores[0], cleaned[0]
 
     return run

@@ -210,7 +210,7 @@ def test_serve_refuses_a_bad_bundle(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    (tmp_path / "bundle.json").write_text(json.dumps({"format": 1}))
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 2}))
     out = subprocess.run([sys.executable, "-m", "labelclean.cli", "serve", "--model",
                           str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "model.onnx is missing" in out.stderr
