@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from ..model.network import ISSUE_FEATURES, LabelCleaningNet, logit
 from .batches import Part, to_input
 
-MIN_PAIRS = 10  # fewer verified pairs of either outcome in a group: keep the default there
+MIN_PAIRS = 5  # fewer verified pairs of either outcome in a group: keep the default there
 GROUPS = ("unlisted", "listed")  # rows of IssueHead.weight
 
 
