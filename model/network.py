@@ -79,14 +79,19 @@ class IssueHead(nn.Module):
     listed labels (y > 0) and one for unlisted ones, fitted by logistic regression on held-out
     human-verified images (training.issue_fit); issue = 1 - P(present) for a listed label,
     P(present) for an unlisted one. Its inputs are unbounded (no clip, no saturated sigmoid), so
-    it ranks pairs without the ties of c. Unfitted, P(present) follows the cleaner alone: c
-    itself for ``bce``, sigmoid(8 (raw - 0.5)) for ``l1`` (c's order, without the clip's ties).
+    it ranks pairs without the ties of c. Unfitted, P(present) follows the cleaner: about c
+    for ``bce`` (sigmoid(raw)), sigmoid(8 (raw - 0.5)) for ``l1`` (c's order without the
+    clip's ties), plus TIEBREAK times the classifier's logit, which orders labels the cleaner
+    scores alike (classes it never saw verified keep identical rows in g).
     """
+
+    TIEBREAK = 1e-3
 
     def __init__(self, cleaner_loss: str = "l1") -> None:
         super().__init__()
         scale, shift = (1.0, 0.0) if cleaner_loss == "bce" else (8.0, -4.0)
-        weight = torch.tensor([[0.0, scale, 0.0], [0.0, scale, 0.0]])  # rows: unlisted, listed
+        row = [0.0, scale, self.TIEBREAK]
+        weight = torch.tensor([row, row])  # rows: unlisted, listed
         self.register_buffer("weight", weight)
         self.register_buffer("bias", torch.tensor([shift, shift]))
 

@@ -287,6 +287,52 @@ def test_export_command_rebuilds_the_bundle_from_a_checkpoint(bench: Path, tiny_
     exported, trained = load_bundle(out), load_bundle(run / "bundle")
     assert exported.thresholds_cleaned == trained.thresholds_cleaned
     assert exported.classes == trained.classes and exported.mode == "joint"
+    # the fitted issue score travels in the checkpoint: both graphs give the same outputs
+    from labelclean.model.runtime import OnnxModel
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 1, 28, 28)).astype(np.float32)
+    y = (rng.random((6, len(trained.classes))) > 0.7).astype(np.float32)
+    for a, b in zip(OnnxModel(exported, device="cpu").run(x, y),
+                    OnnxModel(trained, device="cpu").run(x, y), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def collisions(values: np.ndarray) -> int:
+    """Pairs whose score another pair already has: len(values) - distinct values."""
+    return len(values) - len(np.unique(values))
+
+
+def test_issue_scores_rank_without_the_ties_of_c(bench: Path):
+    """Clipping puts many cleaned scores at exactly 0 or 1; the issue score reads the cleaner
+    before the clip and the classifier's logit, and was fitted on the held-out images."""
+    arrays = dict(np.load(bench / "seed-0" / "joint" / "test_predictions.npz"))
+    known = arrays["known"]
+    c, issue = arrays["cleaned"][known], arrays["issue"][known]
+    assert collisions(c) > 100 and collisions(issue) <= collisions(c) / 20
+    assert ((issue >= 0) & (issue <= 1)).all()
+    fit = report(bench, "joint")["issue_fit"]
+    assert fit["listed"]["fitted"] and fit["features"] == [
+        "logit(y)", "cleaner raw", "classifier logit",
+    ]  # fmt: skip
+
+
+def test_bce_cleaner_trains_from_the_noisy_model(bench: Path, tiny_data: Path, tmp_path: Path):
+    """--cleaner-loss applies to a run started from an l1 noisy checkpoint (whose cleaner was
+    never trained), and is carried into the checkpoint and the bundle."""
+    noisy = bench / "seed-0" / "noisy" / "checkpoint.pt"
+    out = tmp_path / "bce"
+    args = ["train", "--data", str(tiny_data), "--out", str(out), "--mode", "joint"]
+    assert main([*args, "--init", str(noisy), "--cleaner-loss", "bce", *FAST_TRAIN]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["model_config"]["cleaner_loss"] == "bce"
+    assert load_bundle(out / "bundle").model_config["cleaner_loss"] == "bce"
+    bce = dict(np.load(out / "test_predictions.npz"))
+    l1 = dict(np.load(bench / "seed-0" / "joint" / "test_predictions.npz"))
+    known = bce["known"]
+    # (what ties remain: classes whose cleaner rows got identical updates on this tiny V)
+    assert collisions(bce["cleaned"][known]) < collisions(l1["cleaned"][known]) / 5
+    assert ((bce["cleaned"] > 0) & (bce["cleaned"] < 1)).all()  # a sigmoid, never clipped
 
 
 def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
