@@ -20,15 +20,15 @@ IDS = [c for c, _ in CLASSES]
 
 @pytest.fixture(scope="module")
 def reference(bundle_dir: Path):
-    """Scores and cleaned labels straight from ONNX Runtime, one image at a time."""
+    """Scores, cleaned labels and issue scores straight from ONNX Runtime, one image at a time."""
     bundle = load_bundle(bundle_dir)
     model = OnnxModel(bundle, device="cpu")
 
-    def run(image: bytes, noisy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def run(image: bytes, noisy: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         x = prepare_image(image, bundle.input, DEFAULT_LIMITS)[None]
         y = np.zeros((1, len(IDS)), np.float32) if noisy is None else noisy[None]
-        scores, cleaned, _ = model.run(x, y.astype(np.float32))
-        return scores[0], cleaned[0]
+        scores, cleaned, issue = model.run(x, y.astype(np.float32))
+        return scores[0], cleaned[0], issue[0]
 
     return run
 
@@ -45,7 +45,7 @@ def test_classify_scores_are_the_models(server: Server, images, reference) -> No
     assert [x["index"] for x in results] == [0, 1, 2]
     assert [x["filename"] for x in results] == ["img0.png", "img1.png", "img2.png"]
     for image, result in zip(images, results, strict=False):
-        scores, _ = reference(image)
+        scores = reference(image)[0]
         got = {label["id"]: label["score"] for label in result["labels"]}
         assert set(got) == set(IDS)  # threshold 0: every class
         np.testing.assert_allclose([got[i] for i in IDS], scores, atol=2e-6)
@@ -55,7 +55,7 @@ def test_classify_scores_are_the_models(server: Server, images, reference) -> No
 
 
 def test_classify_uses_bundle_thresholds_then_top_k(server: Server, images, reference) -> None:
-    scores, _ = reference(images[0])
+    scores = reference(images[0])[0]
     with server.client() as c:
         default = c.post("/classify", files=files(images[0])).json()["results"][0]["labels"]
         top2 = c.post("/classify", files=files(images[0]), data={"top_k": "2", "threshold": "0"})
@@ -80,7 +80,7 @@ def test_clean_verdicts(server: Server, images, reference) -> None:
     ]
     noisy = np.zeros(len(IDS), np.float32)
     noisy[[0, 1, 7, 5]] = [1.0, 0.6, 1.0, 0.2]
-    _, cleaned = reference(images[4], noisy)
+    _, cleaned, issue = reference(images[4], noisy)
     expected = {}  # model.cleaning's rule, applied to the reference's cleaned scores
     for i, label in enumerate(IDS):
         present, passes = noisy[i] > 0, cleaned[i] >= 0.5
@@ -101,6 +101,9 @@ def test_clean_verdicts(server: Server, images, reference) -> None:
         assert v["noisy"] == pytest.approx(float(noisy[i]))
         assert v["cleaned"] == pytest.approx(float(cleaned[i]), abs=2e-6)
         assert v["threshold"] == 0.5
+        # the model's issue score: P(wrong) for a given label, P(missing) for an added one
+        assert v["issue_score"] == pytest.approx(float(issue[i]), rel=1e-6, abs=1e-9)
+    assert len({v["issue_score"] for v in result["labels"]}) == len(result["labels"])
     listed = [v["cleaned"] for v in result["labels"]]
     assert listed == sorted(listed, reverse=True)  # highest cleaned score first
     assert result["cleaned_labels"] == [
