@@ -3,7 +3,10 @@
     labelclean benchmark --data DATA --out BENCH --seeds 0,1
 
 For each seed the ``noisy`` model is trained once; the other modes start from it, as in the
-paper. BENCH/ gets results.md (the table), results.json and cleaned_vs_noisy_pr.png.
+paper. BENCH/ gets results.md (the table), results.json and cleaned_vs_noisy_pr.png. They include
+label-issue detection on the test images (training.issue_detection): the issue score against
+the machine confidences, cleanlab and the cleaned labels. ``labelclean benchmark-report``
+rebuilds the report from finished folders (training.benchmark_report).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..model.cleaning import ISSUE_THRESHOLD
 from ..model.config import ModelConfig
 from .batches import TrainingData
+from .issue_detection import CLEANLAB_CL, CLEANLAB_T, KINDS, MACHINE, OURS, detect_seed
 from .loop import MODES, TrainConfig
 from .metrics import break_ties
 from .run import train
@@ -100,7 +105,11 @@ def run_benchmark(
                 progress=progress,
             )
             reference[name][seed]["seconds"] = time.perf_counter() - started
-    results = summarize(runs, seeds)
+    detection = {
+        seed: detect_seed(out / f"seed-{seed}", tuple(m for m in OURS if m in runs))
+        for seed in seeds
+    }
+    results = summarize(runs, seeds, detection)
     if reference:
         results["reference"] = summarize(reference, seeds)["modes"]
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -125,7 +134,13 @@ def _stats(values: list[float], seeds: list[int]) -> dict[str, Any]:
     }
 
 
-def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+def summarize(
+    runs: dict[str, dict[int, dict[str, Any]]],
+    seeds: list[int],
+    detection: dict[int, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Mean and spread over seeds of every run's metrics, and the findings. ``detection``:
+    seed -> ``issue_detection.detect_seed``'s result (left out of the results when None)."""
     modes = {}
     for mode, by_seed in runs.items():
         metrics = [by_seed[s]["metrics"] for s in seeds]
@@ -148,15 +163,46 @@ def summarize(runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> d
                 cleaner.setdefault(mode, {})[key] = _stats(
                     [runs[mode][s]["metrics"][f"cleaner_{key}"] for s in seeds], seeds
                 )
+    out: dict[str, Any] = {"seeds": seeds, "modes": modes, "cleaner_on_test": cleaner}
+    if detection is not None:
+        out["detection"] = summarize_detection(detection, seeds)
+    out["findings"] = findings(modes, cleaner, seeds, out.get("detection"))
+    return out
+
+
+def summarize_detection(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """``_stats`` of every scorer's detection metrics over seeds (a scorer missing on some seed
+    is left out, with a note), the tied pairs, the notes and the cleaner losses."""
+    first = per_seed[seeds[0]]
+    notes = [n for s in seeds for n in per_seed[s]["notes"]]
+    scorers = {}
+    for name, kinds in first["scorers"].items():
+        if not all(name in per_seed[s]["scorers"] for s in seeds):
+            notes.append(f"{name}: not on every seed, left out")
+            continue
+        scorers[name] = {
+            kind: {
+                metric: _stats([per_seed[s]["scorers"][name][kind][metric] for s in seeds], seeds)
+                for metric in values
+            }
+            for kind, values in kinds.items()
+        }
+    ties = {
+        mode: {
+            key: _stats([per_seed[s]["ties"][mode][key] for s in seeds], seeds)
+            for key in counts
+            if all(key in per_seed[s]["ties"].get(mode, {}) for s in seeds)
+        }
+        for mode, counts in first["ties"].items()
+    }
     return {
-        "seeds": seeds,
-        "modes": modes,
-        "cleaner_on_test": cleaner,
-        "findings": findings(modes, cleaner, seeds),
+        "scorers": scorers,
+        "ties": ties,
+        "notes": notes,
+        "cleaner_loss": {str(s): per_seed[s]["cleaner_loss"] for s in seeds},
     }
 
 
-OURS = ("joint", "pretrain")
 BASELINES = ("noisy", "finetune-clean", "finetune-mixed")
 # Cleaned test labels against the annotator's: claim -> (our score, theirs) in cleaner_on_test.
 CLEANER_CLAIMS = {
@@ -169,6 +215,16 @@ CLEANER_CLAIMS = {
         "ap_all_cleaned", "ap_all_noisy"),
     "ranking (AP_all): cleaned labels, ties ordered by the confidence, vs the machine "
     "confidences": ("ap_all_cleaned_tiebreak", "ap_all_noisy"),
+}  # fmt: skip
+# Label-issue detection on the test images, for wrong and for missing labels: claim -> (our
+# scorer, theirs, metric); "issue" and "cleaned" stand for the mode's own (issue_detection).
+DETECTION_CLAIMS = {
+    "issue score vs machine confidences": ("issue", MACHINE, "ap"),
+    "issue score vs cleanlab (noisy model's out-of-sample probabilities)": (
+        "issue", CLEANLAB_T, "ap"),
+    "issue score vs cleaned labels c": ("issue", "cleaned", "ap"),
+    "issue score's flags vs machine confidences at calibrated thresholds": (
+        "issue", MACHINE, "f1"),
 }  # fmt: skip
 
 
@@ -199,10 +255,14 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any], seeds: list[int]) -> d
 
 
 def findings(
-    modes: dict[str, Any], cleaner: dict[str, Any], seeds: list[int]
+    modes: dict[str, Any],
+    cleaner: dict[str, Any],
+    seeds: list[int],
+    detection: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each of our modes against *every* baseline on *both* metrics, and the cleaned test
-    labels against the annotator's, with the seed spread (see ``compare``)."""
+    """Each of our modes against *every* baseline on *both* metrics, the cleaned test labels
+    against the annotator's, and (given ``summarize_detection``'s result) each mode's issue score
+    against the other scorers of label issues, with the seed spread (see ``compare``)."""
     out = {}
     for mode in (m for m in OURS if m in modes):
         for baseline in (b for b in BASELINES if b in modes):
@@ -215,7 +275,23 @@ def findings(
             out[f"{mode}, test images, {claim}"] = compare(
                 cleaner[mode][ours], cleaner[mode][theirs], seeds
             )
+    scorers = (detection or {}).get("scorers", {})
+    for mode in (m for m in OURS if f"issue/{m}" in scorers):
+        for kind in KINDS:
+            for claim, (ours, theirs, metric) in DETECTION_CLAIMS.items():
+                a = scorers.get(f"{ours}/{mode}", scorers.get(ours))
+                b = scorers.get(f"{theirs}/{mode}", scorers.get(theirs))
+                if a is not None and b is not None:
+                    out[detection_claim(mode, kind, claim)] = compare(
+                        a[kind][metric], b[kind][metric], seeds
+                    )
     return out
+
+
+def detection_claim(mode: str, kind: str, claim: str) -> str:
+    """The finding's name for one of DETECTION_CLAIMS on wrong or missing labels."""
+    metric = "AP" if DETECTION_CLAIMS[claim][2] == "ap" else "F1"
+    return f"{mode}, test images, label issues: {kind} labels ({metric}): {claim}"
 
 
 def render_markdown(
@@ -231,23 +307,7 @@ def render_markdown(
         f"fine-tune epochs; batches of {cfg.batch_size}, T:V 9:1; loss reduction "
         f"`{cfg.loss_reduction}`; seeds {', '.join(map(str, seeds))}.",
         "",
-        "Classifier on the test set against human labels (percent; mean ± range over seeds):",
-        "",
-        "| mode | AP_all | MAP | per seed (AP_all / MAP) | time (s) | paper (Open Images) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for mode, r in results["modes"].items():
-        per = "; ".join(
-            f"{r['AP_all']['per_seed'][str(s)]:.2f} / {r['MAP']['per_seed'][str(s)]:.2f}"
-            for s in seeds
-        )
-        paper = "{:.2f} / {:.2f}".format(*PAPER[mode]) if mode in PAPER else ""
-        lines.append(
-            f"| {mode} | {r['AP_all']['mean']:.2f} ± {r['AP_all']['spread'] / 2:.2f} "
-            f"| {r['MAP']['mean']:.2f} ± {r['MAP']['spread'] / 2:.2f} | {per} "
-            f"| {r['seconds']['mean']:.0f} | {paper} |"
-        )
-    lines += [
+        *classifier_table(results["modes"], seeds),
         "",
         "`noisy` time includes its training; the other modes' times are their fine-tuning from it. "
         f"Every fine-tuning mode takes the same number of optimizer steps ({cfg.finetune_epochs} "
@@ -261,7 +321,46 @@ def render_markdown(
             f"{r['seconds']['mean']:.0f} s.",
             "",
         ]
-    for mode, c in results["cleaner_on_test"].items():
+    lines += cleaner_tables(results["cleaner_on_test"])
+    if "detection" in results:
+        lines += detection_table(results["detection"], seeds)
+    lines += [
+        "Findings: ours against every baseline and the annotator, seed by seed. `better` or "
+        "`worse` only when every seed agrees and the mean difference exceeds the seed spread "
+        "(half the range over seeds):",
+        "",
+        *(finding_line(claim, f) for claim, f in results["findings"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def classifier_table(modes: dict[str, Any], seeds: list[int]) -> list[str]:
+    """The classifier's AP_all and MAP per mode (a mode named "joint (bce)" gets joint's paper
+    figures)."""
+    lines = [
+        "Classifier on the test set against human labels (percent; mean ± range over seeds):",
+        "",
+        "| mode | AP_all | MAP | per seed (AP_all / MAP) | time (s) | paper (Open Images) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, r in modes.items():
+        per = "; ".join(
+            f"{r['AP_all']['per_seed'][str(s)]:.2f} / {r['MAP']['per_seed'][str(s)]:.2f}"
+            for s in seeds
+        )
+        paper = PAPER.get(mode.split(" (")[0])
+        lines.append(
+            f"| {mode} | {r['AP_all']['mean']:.2f} ± {r['AP_all']['spread'] / 2:.2f} "
+            f"| {r['MAP']['mean']:.2f} ± {r['MAP']['spread'] / 2:.2f} | {per} "
+            f"| {r['seconds']['mean']:.0f} | {'{:.2f} / {:.2f}'.format(*paper) if paper else ''} |"
+        )
+    return lines
+
+
+def cleaner_tables(cleaner_on_test: dict[str, Any]) -> list[str]:
+    """One table per cleaner: its cleaned test labels against human labels."""
+    lines = []
+    for mode, c in cleaner_on_test.items():
         lines += [
             f"Cleaned labels of the test images ({mode} cleaner) against human labels:",
             "",
@@ -283,17 +382,79 @@ def render_markdown(
             f"{c['added_precision']['mean']:.3f}, recall {c['added_recall']['mean']:.3f}.",
             "",
         ]
-    lines += [
-        "Findings: ours against every baseline and the annotator, seed by seed. `better` or "
-        "`worse` only when every seed agrees and the mean difference exceeds the seed spread "
-        "(half the range over seeds):",
+    return lines
+
+
+def _scorer_title(name: str) -> tuple[str, str]:
+    """(scorer, what flags a pair) for the detection table."""
+    fixed = {
+        MACHINE: ("machine confidences y", "y vs its calibrated per-class thresholds"),
+        CLEANLAB_T: ("cleanlab, noisy model", "p vs the noisy classifier's thresholds"),
+        CLEANLAB_CL: ("cleanlab, noisy model", "cleanlab's find_label_issues per class"),
+    }
+    if name in fixed:
+        return fixed[name]
+    kind, _, mode = name.partition("/")
+    if kind == "issue":
+        return f"issue score ({mode})", f"issue >= {ISSUE_THRESHOLD}"
+    return f"cleaned labels c ({mode})", "c vs cleaned thresholds (removed / added)"
+
+
+def detection_table(detection: dict[str, Any], seeds: list[int]) -> list[str]:
+    """``summarize_detection``'s result as a table, with tied pairs and notes."""
+    scorers = detection["scorers"]
+    if not scorers:
+        return ["Label-issue detection: no scorer on every seed.", "", *detection["notes"], ""]
+    some = next(iter(scorers.values()))
+    wrong, missing = some["wrong"], some["missing"]
+    lines = [
+        "Label-issue detection on the test images against human labels. Wrong labels: listed "
+        f"by the machine, human says no ({wrong['positives']['mean']:.0f} of "
+        f"{wrong['pairs']['mean']:.0f} listed known pairs); missing labels: not listed, human "
+        f"says yes ({missing['positives']['mean']:.0f} of {missing['pairs']['mean']:.0f} "
+        "unlisted known pairs). Each scorer ranks the pairs by its issue score (AP, percent, "
+        "mean ± half range over seeds) and flags some (precision, recall, F1 of the flags, "
+        "means):",
         "",
-        *(_finding(claim, f) for claim, f in results["findings"].items()),
+        "| scorer | flags | wrong: AP | P | R | F1 | missing: AP | P | R | F1 "
+        "| AP per seed (wrong / missing) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    return "\n".join(lines) + "\n"
+    for name, r in scorers.items():
+        title, flags = _scorer_title(name)
+        cells = [
+            f"{_num(r[k]['ap']['mean'], '.2f')} ± {r[k]['ap']['spread'] / 2:.2f} | "
+            + " | ".join(_num(r[k][m]["mean"], ".3f") for m in ("precision", "recall", "f1"))
+            for k in KINDS
+        ]
+        per = "; ".join(
+            " / ".join(_num(r[k]["ap"]["per_seed"][str(s)], ".2f") for k in KINDS) for s in seeds
+        )
+        lines.append(f"| {title} | {flags} | {cells[0]} | {cells[1]} | {per} |")
+    ties = "; ".join(
+        f"{mode}: c {t['cleaned']['mean']:.0f}"
+        + (f", issue score {t['issue']['mean']:.0f}" if "issue" in t else "")
+        + f" of {t['pairs']['mean']:.0f}"
+        for mode, t in detection["ties"].items()
+    )
+    lines += [
+        "",
+        "cleanlab: its multi-label per-class label quality (self-confidence; issue = 1 - "
+        "quality) from the `noisy` model's probabilities on the test images, which it never "
+        "trained on: out-of-sample, as cleanlab asks. The machine confidences cannot flag a "
+        "missing label (an unlisted label has y = 0).",
+    ]
+    if ties:
+        lines.append(f"Tied known pairs (a score shared with another known pair): {ties}.")
+    lines += [*(f"Note: {n}" for n in dict.fromkeys(detection["notes"])), ""]
+    return lines
 
 
-def _finding(claim: str, f: dict[str, Any]) -> str:
+def _num(value: float, fmt: str) -> str:
+    return "n/a" if np.isnan(value) else format(value, fmt)
+
+
+def finding_line(claim: str, f: dict[str, Any]) -> str:
     per_seed = ", ".join(f"{d:+.3f}" for d in f["per_seed_difference"].values())
     spread = f"seed spread ±{f['seed_spread']:.3f}" if f["seeds"] > 1 else "one seed: no spread"
     return f"- **{f['verdict']}**: {claim}: {f['difference']:+.3f} (per seed {per_seed}; {spread})"

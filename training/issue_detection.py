@@ -128,12 +128,19 @@ def cleanlab_issue(noisy: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
 def cleanlab_flags(noisy: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """Pairs cleanlab's confident learning flags: ``find_multilabel_issues_per_class``, which runs
     ``cleanlab.filter.find_label_issues`` on each class as a binary problem (labels: listed or
-    not; pred_probs: [1 - p, p]) with its defaults (``prune_by_noise_rate``). (N, d) bool."""
+    not; pred_probs: [1 - p, p]) with its defaults (``prune_by_noise_rate``). A class listed on
+    every image or on none gets no flag (cleanlab needs both given labels to estimate the noise
+    rates, and refuses a class listed everywhere). (N, d) bool."""
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
-    return np.asarray(
-        find_multilabel_issues_per_class(_cleanlab_labels(noisy), pred_probs, n_jobs=1), dtype=bool
-    )
+    listed = noisy > 0
+    usable = listed.any(axis=0) & ~listed.all(axis=0)
+    flags = np.zeros(noisy.shape, dtype=bool)
+    if usable.any():
+        flags[:, usable] = find_multilabel_issues_per_class(
+            _cleanlab_labels(noisy[:, usable]), pred_probs[:, usable], n_jobs=1
+        )
+    return flags
 
 
 def _load(run: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
