@@ -4,6 +4,7 @@ never load PyTorch.
     labelclean demo-data --out DATA                 # a multi-label set from Fashion-MNIST
     labelclean train --data DATA --out RUN          # joint model -> RUN/bundle
     labelclean benchmark --data DATA --out BENCH    # the paper's table, five modes
+    labelclean benchmark-report --runs bce=BENCH1 --runs l1=BENCH2 --out DIR   # no training
     labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE
     labelclean evaluate --model BUNDLE --data DATA
     labelclean serve --model BUNDLE [--host H --port P --workers N]   # HTTP service, no torch
@@ -205,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     _train_args(p)
+
+    p = sub.add_parser(
+        "benchmark-report",
+        help="one report from finished benchmark folders, e.g. two cleaner losses (no training)",
+        description="Read folders written by `labelclean benchmark` (results.json and the runs' "
+        "test predictions), compute label-issue detection from them, and write DIR/results.md "
+        "and DIR/results.json: the classifier table (baselines from the first folder), each "
+        "folder's cleaned-label and detection tables, and the findings, including each of our "
+        "modes across folders (joint (bce) vs joint (l1)).",
+    )
+    p.add_argument(
+        "--runs",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a benchmark folder and its name in the report (repeat; a bare DIR is named after "
+        "its folder); the first is compared against the others",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for results.md and .json")
 
     p = sub.add_parser(
         "export",

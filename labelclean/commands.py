@@ -155,6 +155,14 @@ def benchmark(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
+def benchmark_report(args: argparse.Namespace) -> int:
+    from labelclean.training.benchmark_report import parse_runs, write_report
+
+    write_report(parse_runs(args.runs), args.out)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     import numpy as np
 
