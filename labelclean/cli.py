@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a benchmark folder and its name in the report (repeat; a bare DIR is named after "
         "its folder); the first is compared against the others",
     )
-    p.add_argument("--out", type=Path, required=True, help="folder for results.md and .json")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for results.md and .json"
+    )
 
     p = sub.add_parser(
         "export",
