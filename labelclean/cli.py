@@ -10,6 +10,7 @@ never load PyTorch.
     labelclean serve --model BUNDLE [--host H --port P --workers N]   # HTTP service, no torch
     labelclean clean --model BUNDLE --images URI --labels URI --out URI  # bulk, no torch
     labelclean worker --model BUNDLE [--burst]      # bulk jobs from Redis (POST /jobs), no torch
+    labelclean review --model BUNDLE --data DATA --out DIR   # ranked label-issue queue, no torch
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(sub.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION))
     _clean_args(sub.add_parser("clean", help=CLEAN_HELP, **CLEAN_PARSER))
     _worker_args(sub.add_parser("worker", help=WORKER_HELP, description=WORKER_DESCRIPTION))
+    _review_args(sub.add_parser("review", help=REVIEW_HELP, **REVIEW_PARSER))
     return parser
 
 
@@ -333,6 +335,89 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+REVIEW_HELP = "rank every (image, label) pair by how likely it is wrong or missing (no torch)"
+REVIEW_PARSER = dict(
+    description="Clean every machine-labelled image of a data split (--data in Open Images "
+    "layout: its {split}-annotations-machine-imagelabels.csv and images/<ImageID>.<ext>) "
+    "through the same cleaning code as POST /clean, then rank every (image, label) pair, listed "
+    "or not, by its issue score: the probability that a listed label is wrong or that an "
+    "unlisted one is missing. Highest first; equal scores by ImageID, then label id. Writes to "
+    "--out: review.csv (Rank,ImageID,LabelName,DisplayName,Listed,Confidence,IssueScore,"
+    "Suggested,Verdict,Reason: Listed yes/no, Confidence the machine's, Suggested remove/keep "
+    "for a listed label and add/none for an unlisted one at issue score 0.5, Verdict the "
+    "cleaner's own kept/removed/added, empty for an unlisted label it does not add), "
+    "errors.csv (ImageID,Reason: images that could not be read or decoded), and static HTML "
+    "pages of the top pairs with thumbnails (index.html, page-2.html, ..., thumbs/; open "
+    "index.html in a browser, no server needed).",
+    epilog="Label Studio (--format label-studio): create a project whose labeling config is "
+    "label-studio-config.xml and import label-studio-tasks.json; each task shows the image "
+    "with the labels suggested after review preselected. Images are referenced as --image-url "
+    "+ file name; the default, /data/local-files/?d=<absolute image folder>/, needs Label "
+    "Studio started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/ and a Local Storage on the image folder; images "
+    "on s3:// keep their URI. Exit status 2 with one line naming the option for bad inputs.",
+)
+
+
+def _review_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="bundle folder")
+    p.add_argument(
+        "--data", type=Path, required=True,
+        help="data folder in Open Images layout (see README, 'Data format')",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="folder to write the queue to")
+    p.add_argument(
+        "--split", choices=["train", "test"], default="train",
+        help="whose machine labels to review: train (default) or test",
+    )  # fmt: skip
+    p.add_argument(
+        "--machine",
+        help="machine labels CSV under --data, ImageID,Source,LabelName,Confidence (default: "
+        "{split}-annotations-machine-imagelabels.csv)",
+    )
+    p.add_argument(
+        "--classes-file", default="class-descriptions.csv",
+        help="class list under --data, checked against the bundle's classes when present "
+        "(default: class-descriptions.csv)",
+    )  # fmt: skip
+    p.add_argument(
+        "--images", default="images",
+        help="image folder under --data, or s3://bucket/prefix (default: images)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ignore-unknown-labels", action="store_true",
+        help="skip machine label rows whose label the bundle does not know "
+        "(default: stop with an error listing them)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-issue", type=float, default=0.01,
+        help="leave out of review.csv the pairs whose issue score is below this (default 0.01: "
+        "every pair with at least a 1%% chance of being wrong or missing; 0 writes every pair, "
+        "images x classes rows)",
+    )  # fmt: skip
+    p.add_argument(
+        "--top", type=int, default=1000,
+        help="pairs shown in the HTML pages, the top of review.csv (default 1000)",
+    )  # fmt: skip
+    p.add_argument("--per-page", type=int, default=50, help="pairs per HTML page (default 50)")
+    p.add_argument(
+        "--format", choices=["csv", "label-studio"], default="csv",
+        help="csv (default): review.csv and the HTML pages; label-studio: also "
+        "label-studio-tasks.json (one task per image in review.csv, highest issue first, "
+        "with the labels after review as predictions) and label-studio-config.xml",
+    )  # fmt: skip
+    p.add_argument(
+        "--image-url",
+        help="Label Studio tasks: URL prefix each image's file name is appended to (default: "
+        "/data/local-files/?d=<absolute image folder>/ for a local folder, the folder's URI "
+        "for s3://); e.g. http://host/images/",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default) = CUDA when available")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # build_parser() reads training defaults, which imports torch
@@ -347,6 +432,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         p = argparse.ArgumentParser(prog="labelclean worker", description=WORKER_DESCRIPTION)
         _worker_args(p)
         return p.parse_args(argv[1:], argparse.Namespace(command="worker"))
+    if argv[:1] == ["review"]:  # torch-free as well
+        p = argparse.ArgumentParser(prog="labelclean review", **REVIEW_PARSER)
+        _review_args(p)
+        return p.parse_args(argv[1:], argparse.Namespace(command="review"))
     return build_parser().parse_args(argv)
 
 

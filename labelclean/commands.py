@@ -308,4 +308,73 @@ def worker(args: argparse.Namespace) -> int:
     return run_worker(settings, settings.model, burst=args.burst)
 
 
+def review(args: argparse.Namespace) -> int:
+    from labelclean.model.bundle import load_bundle
+    from labelclean.model.runtime import OnnxModel
+    from labelclean.service import review as rq
+    from labelclean.service.review_html import write_pages
+    from labelclean.storage import Storage
+
+    for flag, value, low in (("--per-page", args.per_page, 1), ("--top", args.top, 0),
+                             ("--batch-size", args.batch_size, 1)):  # fmt: skip
+        if value < low:
+            raise ValueError(f"{flag}: must be at least {low}, got {value}")
+    if not 0.0 <= args.min_issue <= 1.0:
+        raise ValueError(f"--min-issue: must be between 0 and 1, got {args.min_issue}")
+    try:
+        bundle = load_bundle(args.model)
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc}") from None
+    storage = Storage.local()  # S3 endpoint: LABELCLEAN_S3_ENDPOINT_URL or AWS_ENDPOINT_URL
+    inputs = rq.read_inputs(
+        bundle, args.data, split=args.split, classes_file=args.classes_file,
+        machine_file=args.machine, images=args.images,
+        ignore_unknown=args.ignore_unknown_labels, storage=storage,
+    )  # fmt: skip
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "review.csv").touch()
+    except OSError as exc:
+        raise ValueError(f"--out: {out} is not writable ({exc.strerror or exc})") from None
+    model = OnnxModel(bundle, device=args.device)
+    queue = rq.clean_split(
+        bundle, inputs, predict=model.run, read=storage.read_bytes,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+    rows, cols = rq.rank_pairs(queue, min_issue=args.min_issue)
+    written = rq.write_review_csv(queue, rows, cols, out / "review.csv")
+    rq.write_errors_csv(queue.errors, out / "errors.csv")
+    top = list(rq.pairs(queue, rows[: args.top], cols[: args.top]))
+    notes = [
+        f"Model {bundle.path} ({bundle.mode}, sha256 {bundle.sha256[:12]}); data {args.data}, "
+        f"{args.split} split: {queue.done.sum()} images cleaned, {len(queue.errors)} failed "
+        "(errors.csv).",
+        "Issue score: the probability that a listed label is wrong (suspected wrong) or that "
+        f"an unlisted one is missing (suspected missing); at {rq.ISSUE_THRESHOLD} or above the "
+        "suggestion is remove / add. The full ranking is in review.csv.",
+    ]
+    pages = write_pages(out, queue, top, per_page=args.per_page,
+                        read=lambda image: storage.read_bytes(inputs.images[image]),
+                        notes=notes)  # fmt: skip
+    counts = rq.summary(queue, rows, cols)
+    line = (
+        f"{counts['cleaned']} of {counts['images']} images cleaned, {counts['failed']} failed "
+        f"(errors.csv); {written} pairs in review.csv (issue score >= {args.min_issue}; "
+        f"flagged: {counts['suspected_wrong']} suspected wrong, {counts['suspected_missing']} "
+        f"suspected missing); top {len(top)} on {pages} HTML page(s) -> {out / 'index.html'}"
+    )
+    if args.format == "label-studio":
+        from labelclean.service import review_labelstudio as ls
+
+        prefix = args.image_url or ls.default_image_url(inputs.images_uri)
+        tasks = ls.write_label_studio(
+            out, queue, rows, url=ls.image_urls(prefix, inputs.images),
+            model_version=f"labelclean-{bundle.sha256[:12]}",
+        )  # fmt: skip
+        line += f"; {tasks} Label Studio tasks -> {out / 'label-studio-tasks.json'}"
+    print(line)
+    return 0
+
+
 __all__ = ["USER_ERRORS", "demo_data", "train", "benchmark", "export", "evaluate", "serve", "Path"]
