@@ -4,6 +4,7 @@
     results = clean_images_sync(bundle, [png_bytes], [["/m/01g317"]], predict=model.run)
     results[0].labels   # [LabelVerdict(id, name, noisy, cleaned, threshold, verdict, issue), ...]
     results[0].issue    # (d,) every class's issue score, for ranking (labelclean review)
+    results[0].suspected_missing  # labels neither given nor added, issue score >= 0.5
 
 Steps: parse every image's labels (unknown ids fail the whole request before any decoding),
 decode and normalise each image (``offload`` runs that elsewhere, e.g. a thread pool), predict
@@ -92,11 +93,21 @@ class CleanResult:
     labels: list[LabelVerdict] = field(default_factory=list)
     issue: np.ndarray | None = None
     noisy: np.ndarray | None = None
+    suspected_missing: list[SuspectedLabel] = field(default_factory=list)
 
     @property
     def cleaned_labels(self) -> list[str]:
         """The ids of the image's labels after cleaning (kept and added)."""
         return [v.id for v in self.labels if v.verdict != "removed"]
+
+
+@dataclass(frozen=True)
+class SuspectedLabel:
+    """A label neither given nor added whose issue score says it is probably missing."""
+
+    id: str
+    name: str
+    issue: float
 
 
 INLINE_PIXELS = 64 * 64
@@ -222,7 +233,21 @@ def verdicts(
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
         reason = f"ancestor of {', '.join(because[i])}" if i in because else None
         out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, p, reason))
-    return CleanResult(out, issue, noisy)
+    return CleanResult(out, issue, noisy, suspected(classes, issue, present | passes))
+
+
+def suspected(
+    classes: Sequence[LabelClass], issue: np.ndarray, shown: np.ndarray
+) -> list[SuspectedLabel]:
+    """The labels not ``shown`` (neither given nor added) whose issue score reaches
+    ISSUE_THRESHOLD, most likely missing first: the cleaner's threshold kept them out, the
+    calibrated issue score says they are more likely on the image than not."""
+    rows = np.flatnonzero(~shown & (issue >= ISSUE_THRESHOLD))
+    rows = rows[np.argsort(-issue[rows], kind="stable")]
+    return [
+        SuspectedLabel(classes[i].id, classes[i].name, p)
+        for i, p in zip(rows.tolist(), issue_scores(issue[rows]), strict=True)
+    ]
 
 
 def issue_scores(values: np.ndarray) -> list[float]:

@@ -156,6 +156,10 @@ class Engine:
                         "filename": filenames[i],
                         "labels": [_verdict(v) for v in r.labels],
                         "cleaned_labels": r.cleaned_labels,
+                        "suspected_missing": [
+                            {"id": s.id, "name": s.name, "issue_score": s.issue}
+                            for s in r.suspected_missing
+                        ],
                     }
                     for i, r in enumerate(results)
                 ]

@@ -62,6 +62,12 @@ class LabelVerdict(BaseModel):
     )
 
 
+class SuspectedLabel(BaseModel):
+    id: str
+    name: str
+    issue_score: float = Field(ge=0.5, le=1, description="probability that it is missing")
+
+
 class CleanedImage(BaseModel):
     index: int
     filename: str | None
@@ -69,6 +75,11 @@ class CleanedImage(BaseModel):
         description="every given label (kept or removed) and every added one, best first"
     )
     cleaned_labels: list[str] = Field(description="ids of the labels after cleaning")
+    suspected_missing: list[SuspectedLabel] = Field(
+        description="labels neither given nor added whose issue score is at least 0.5 (more "
+        "likely on the image than not; the cleaned score stayed under its threshold), most "
+        "likely first: candidates for review, not part of cleaned_labels"
+    )
 
 
 class CleanResponse(BaseModel):

@@ -224,3 +224,26 @@ def test_healthz_needs_no_key_and_every_key_works(server: Server, images) -> Non
                 "/classify", files=files(images[0]), headers={"Authorization": f"Bearer {key}"}
             )
             assert r.status_code == 200
+
+
+def test_clean_lists_suspected_missing_labels(server: Server, images, reference) -> None:
+    """Labels neither given nor added whose issue score reaches 0.5, most likely first; a high
+    threshold keeps the cleaner from adding them, the issue score still points at them."""
+    found = 0
+    with server.client() as c:
+        for image in images[:6]:
+            _, cleaned, issue = reference(image)
+            r = c.post("/clean", files=files(image), data={"labels": "[]", "threshold": "0.95"})
+            assert r.status_code == 200, r.text
+            result = r.json()["results"][0]
+            added = {v["id"] for v in result["labels"]}
+            assert added == {IDS[i] for i in np.flatnonzero(cleaned >= 0.95)}
+            want = [i for i in np.argsort(-issue, kind="stable") if issue[i] >= 0.5]
+            want = [IDS[i] for i in want if IDS[i] not in added]
+            got = result["suspected_missing"]
+            assert [s["id"] for s in got] == want
+            for s in got:
+                assert s["issue_score"] == pytest.approx(float(issue[IDS.index(s["id"])]), rel=1e-6)
+                assert s["id"] not in result["cleaned_labels"]
+            found += len(got)
+    assert found > 0  # the images chosen do show the case
