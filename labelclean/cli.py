@@ -22,7 +22,6 @@ from pathlib import Path
 from . import __version__
 
 MODES = ("noisy", "finetune-clean", "finetune-mixed", "pretrain", "joint")
-DEFAULT_CLEANER_LOSS = "l1"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -71,6 +70,7 @@ SCHEDULE_FLAGS = {
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    from labelclean.model.config import DEFAULT_CLEANER_LOSS
     from labelclean.training.loop import TrainConfig
 
     d = TrainConfig()

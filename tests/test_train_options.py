@@ -133,3 +133,14 @@ def test_checkpoint_records_the_loss_reduction(data_dir, tmp_path):
     train(data, tmp_path / "run", train_cfg, model_cfg, export=False, progress=False)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["train_config"]["loss_reduction"] == "per-set"
+
+
+@pytest.mark.parametrize("command", ["train", "benchmark"])
+def test_cleaner_loss_flag(data_dir, tmp_path, command):
+    """bce by default (the better one on the demo benchmark), the paper's l1 by flag."""
+    base = [command, "--data", str(data_dir), "--out", str(tmp_path / "out")]
+    assert commands._configs(build_parser().parse_args(base), len(CLASSES))[0].cleaner_loss == "bce"
+    args = build_parser().parse_args([*base, "--cleaner-loss", "l1"])
+    assert commands._configs(args, len(CLASSES))[0].cleaner_loss == "l1"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--cleaner-loss", "l2"])

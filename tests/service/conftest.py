@@ -65,7 +65,9 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from labelclean.model.network import LabelCleaningNet
 
     torch.manual_seed(0)
-    net = LabelCleaningNet(ModelConfig(num_classes=len(CLASSES), width=4, feature_dim=16))
+    # the paper's clipped cleaner: with y = 0 its residual alone can add a label
+    config = ModelConfig(num_classes=len(CLASSES), width=4, feature_dim=16, cleaner_loss="l1")
+    net = LabelCleaningNet(config)
     torch.nn.init.normal_(net.cleaner.out.weight, std=0.5)  # a cleaner that changes labels
     torch.nn.init.normal_(net.classifier.weight, std=1.0)  # scores spread over (0, 1)
     net.eval()
@@ -98,7 +100,8 @@ def hierarchy_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zip(demo_data.LABEL_NAMES, demo_data.DISPLAY_NAMES, strict=True)
     classes = [LabelClass(i, n) for i, n in names]
     torch.manual_seed(0)
-    net = LabelCleaningNet(ModelConfig(num_classes=len(classes), width=4, feature_dim=16))
+    config = ModelConfig(num_classes=len(classes), width=4, feature_dim=16, cleaner_loss="l1")
+    net = LabelCleaningNet(config)
     with torch.no_grad():
         net.cleaner.out.bias[demo_data.LABEL_NAMES.index("/lc/tops")] = -0.6
     net.eval()
