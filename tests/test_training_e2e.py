@@ -77,7 +77,13 @@ def test_benchmark_runs_every_mode_and_writes_the_table(bench: Path):
 def test_findings_follow_from_the_per_seed_numbers(bench: Path):
     """Each finding compares two numbers of results.json seed by seed: its differences are
     theirs, its verdict agrees with their signs, and the table shows it."""
-    from labelclean.training.benchmark import BASELINES, CLEANER_CLAIMS, OURS
+    from labelclean.training.benchmark import (
+        BASELINES,
+        CLEANER_CLAIMS,
+        DETECTION_CLAIMS,
+        OURS,
+        detection_claim,
+    )
 
     results = json.loads((bench / "results.json").read_text())
     table = (bench / "results.md").read_text()
@@ -92,12 +98,19 @@ def test_findings_follow_from_the_per_seed_numbers(bench: Path):
         for claim, (mine, theirs) in CLEANER_CLAIMS.items():
             cleaner = results["cleaner_on_test"][ours]
             pairs[f"{ours}, test images, {claim}"] = (cleaner[mine], cleaner[theirs])
+        scorers = results["detection"]["scorers"]  # label-issue detection on the test split
+        for claim, (mine, theirs, metric) in DETECTION_CLAIMS.items():
+            for kind in ("wrong", "missing"):
+                a = scorers[f"{mine}/{ours}"][kind][metric]
+                b = scorers.get(f"{theirs}/{ours}", scorers.get(theirs))[kind][metric]
+                pairs[detection_claim(ours, kind, claim)] = (a, b)
     assert set(results["findings"]) == set(pairs)
     for claim, finding in results["findings"].items():
         a, b = pairs[claim]
         differences = {s: a["per_seed"][s] - b["per_seed"][s] for s in a["per_seed"]}
-        assert finding["per_seed_difference"] == pytest.approx(differences)
-        assert finding["difference"] == pytest.approx(np.mean(list(differences.values())))
+        assert finding["per_seed_difference"] == pytest.approx(differences, nan_ok=True)
+        mean = np.mean(list(differences.values()))
+        assert finding["difference"] == pytest.approx(mean, nan_ok=True)
         if finding["verdict"] == "better":
             assert all(d > 0 for d in differences.values())
         elif finding["verdict"] == "worse":
