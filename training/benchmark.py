@@ -338,7 +338,7 @@ def classifier_table(modes: dict[str, Any], seeds: list[int]) -> list[str]:
     """The classifier's AP_all and MAP per mode (a mode named "joint (bce)" gets joint's paper
     figures)."""
     lines = [
-        "Classifier on the test set against human labels (percent; mean ± range over seeds):",
+        "Classifier on the test set against human labels (percent; mean ± half the range over seeds):",
         "",
         "| mode | AP_all | MAP | per seed (AP_all / MAP) | time (s) | paper (Open Images) |",
         "|---|---|---|---|---|---|",
