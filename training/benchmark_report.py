@@ -16,16 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .benchmark import (
-    OURS,
-    classifier_table,
-    cleaner_tables,
-    compare,
-    detection_table,
-    finding_line,
-    findings,
-    summarize_detection,
-)
+from .benchmark import OURS, compare, findings, summarize_detection
+from .benchmark_tables import classifier_table, cleaner_tables, detection_table, finding_line
 from .issue_detection import detect_seed
 
 # Claims compared across folders for each of our modes: claim -> path in a folder's results, with
