@@ -133,6 +133,13 @@ def train(args: argparse.Namespace) -> int:
             f"(machine confidences {m['cleaner_ap_all_noisy']:.2f})"
         )
     print(
+        "label issues on test (issue score vs machine confidences): wrong labels AP "
+        f"{m['issue_wrong_ap']:.2f} vs {m['machine_wrong_ap']:.2f}, F1 {m['issue_wrong_f1']:.3f} "
+        f"vs {m['machine_wrong_f1']:.3f}; missing labels AP {m['issue_missing_ap']:.2f} vs "
+        f"{m['machine_missing_ap']:.2f}, F1 {m['issue_missing_f1']:.3f} vs "
+        f"{m['machine_missing_f1']:.3f}"
+    )
+    print(
         f"run written to {args.out}"
         + (f"; bundle at {report['bundle']}" if "bundle" in report else "")
     )

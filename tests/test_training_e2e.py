@@ -361,3 +361,27 @@ def test_bce_cleaner_is_the_default_and_keeps_a_ranking(bench: Path, l1_run: Pat
 def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     code = main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_runs_report_their_label_issue_figures(bench: Path, capsys):
+    """report.json and the bundle carry the run's own issue-score and machine-confidence AP and
+    F1 on wrong and missing labels, recomputed here from its test predictions."""
+    from labelclean.model.cleaning import ISSUE_THRESHOLD
+    from labelclean.training.issue_detection import detection_metrics
+
+    run = bench / "seed-0" / "joint"
+    arrays = dict(np.load(run / "test_predictions.npz"))
+    noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"]
+    issue = arrays["issue"]
+    want = detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known)
+    machine = np.where(noisy > 0, 1 - noisy, noisy)  # flags: y under its calibrated threshold
+    cut = np.asarray(report(bench, "joint")["thresholds"]["noisy"])
+    flags = np.where(noisy > 0, noisy < cut, noisy >= cut)
+    want_machine = detection_metrics(machine, flags, noisy, human, known)
+    measured = report(bench, "joint")["metrics"]
+    for kind in ("wrong", "missing"):
+        for metric in ("ap", "f1"):
+            assert measured[f"issue_{kind}_{metric}"] == pytest.approx(want[kind][metric])
+            got = measured[f"machine_{kind}_{metric}"]
+            assert got == pytest.approx(want_machine[kind][metric])
+    assert load_bundle(run / "bundle").metrics["issue_wrong_ap"] == measured["issue_wrong_ap"]

@@ -143,6 +143,29 @@ def cleanlab_flags(noisy: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return flags
 
 
+def issue_summary(arrays: dict[str, np.ndarray], noisy_thresholds: Any) -> dict[str, float]:
+    """A run's own label-issue figures on its test predictions (``arrays``: noisy, human, known,
+    issue): AP and F1 of its issue score and of the machine confidences, for wrong and missing
+    labels, as ``issue_wrong_ap``, ``machine_missing_f1``, ... (what ``labelclean train``
+    prints and the bundle's metrics carry)."""
+    noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"].astype(bool)
+    issue = arrays["issue"]
+    found = {
+        "issue": detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known),
+        "machine": detection_metrics(
+            issue_from_probability(noisy, noisy),
+            flags_at_thresholds(noisy, noisy, noisy_thresholds),
+            noisy, human, known,
+        ),
+    }  # fmt: skip
+    return {
+        f"{scorer}_{kind}_{metric}": float(by_kind[kind][metric])
+        for scorer, by_kind in found.items()
+        for kind in KINDS
+        for metric in ("ap", "f1")
+    }
+
+
 def _load(run: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     with np.load(run / "test_predictions.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}

@@ -28,6 +28,7 @@ from .checkpoint import (
     weights_digest,
 )
 from .evaluate import score
+from .issue_detection import issue_summary
 from .issue_fit import fit_issue_head
 from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
 from .metrics import calibrate_thresholds
@@ -318,6 +319,7 @@ def finish(
         thresholds["cleaned"],
         thresholds["noisy"],
     )
+    metrics.update(issue_summary(arrays, thresholds["noisy"]))
     net.cpu()
     save_checkpoint(
         out / "checkpoint.pt",
