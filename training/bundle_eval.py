@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.bundle import load_bundle
+from ..model.cleaning import ISSUE_THRESHOLD
 from ..model.preprocess import encode_noisy, normalize
 from ..model.runtime import Device, OnnxModel
 from .evaluate import predict_batches, score
 from .images import load_images, open_source
+from .issue_detection import KINDS, detection_metrics
 from .openimages import DataError, DataFiles, load_dataset
 
 
@@ -41,12 +43,16 @@ def evaluate_bundle(
     rows = np.flatnonzero(ok)
     test = test.subset(rows)
     test.noisy = encode_noisy(test.noisy, bundle.model_config.get("noisy_labels", "confidence"))
-    scores, cleaned, _ = predict_batches(
+    scores, cleaned, issue = predict_batches(
         model.run, pixels[rows], test.noisy, lambda p: normalize(p, bundle.input)
     )
     metrics = score(scores, cleaned, test.noisy, test.human, test.known, bundle.thresholds_cleaned)
+    found = detection_metrics(
+        issue, issue >= ISSUE_THRESHOLD, test.noisy, test.human, test.known.astype(bool)
+    )
     return {
         **metrics,
+        **{f"issue_{kind}_{m}": float(found[kind][m]) for kind in KINDS for m in ("ap", "f1")},
         "images": len(rows),
         "skipped_images": len(failures),
         "provider": model.provider,
