@@ -297,6 +297,35 @@ async def clean_images(
     ]
 
 
+async def clean_decodable(
+    bundle: Bundle,
+    images: Sequence[bytes],
+    labels: Sequence[str | list[Any]],
+    **options: Any,
+) -> tuple[dict[int, CleanResult], dict[int, str]]:
+    """``clean_images`` (same ``options``) for many images where a bad one must not stop the
+    rest: an image that fails to decode is left out and the others are cleaned again.
+
+    Returns (index -> result, index -> "kind: message"), indices into ``images``; an InputError
+    (labels, thresholds) still fails the whole call."""
+    keep = list(range(len(images)))
+    errors: dict[int, str] = {}
+    while keep:
+        try:
+            results = await clean_images(
+                bundle, [images[i] for i in keep], [labels[i] for i in keep], **options
+            )
+        except ImageError as exc:
+            bad = getattr(exc, "index", None)
+            if bad is None:
+                raise
+            cause = exc.__cause__ if isinstance(exc.__cause__, ImageError) else exc
+            errors[keep.pop(bad)] = f"{cause.kind}: {cause}"
+            continue
+        return dict(zip(keep, results, strict=True)), errors
+    return {}, errors
+
+
 def clean_images_sync(
     bundle: Bundle,
     images: Sequence[bytes],

@@ -23,10 +23,9 @@ from ..model.cleaning import (
     Offload,
     Predict,
     call_predict,
-    clean_images,
+    clean_decodable,
 )
 from ..model.labels import InputError, parse_labels, unknown_labels_error
-from ..model.preprocess import ImageError
 from ..storage import Storage
 from . import bulk_io as io
 
@@ -144,18 +143,9 @@ async def _clean_batch(
             errors[item.id] = f"labels: {exc}"
             continue
         good.append((item, data))
-    while good:
-        try:
-            results = await clean_images(
-                bundle, [d for _, d in good], [i.labels for i, _ in good], predict=predict,
-                thresholds=thresholds, limits=limits, offload=offload,
-            )  # fmt: skip
-        except ImageError as exc:
-            index = getattr(exc, "index", None)
-            if index is None:
-                raise
-            cause = exc.__cause__ if isinstance(exc.__cause__, ImageError) else exc
-            errors[good.pop(index)[0].id] = f"{cause.kind}: {cause}"
-            continue
-        return {i.id: r for (i, _), r in zip(good, results, strict=True)}, errors
-    return {}, errors
+    results, bad = await clean_decodable(
+        bundle, [d for _, d in good], [i.labels for i, _ in good], predict=predict,
+        thresholds=thresholds, limits=limits, offload=offload,
+    )  # fmt: skip
+    errors.update({good[k][0].id: reason for k, reason in bad.items()})
+    return {good[k][0].id: r for k, r in results.items()}, errors

@@ -6,8 +6,9 @@ most likely wrong or missing first. What ``labelclean review`` runs.
     rows, cols = rank_pairs(queue, min_issue=0.01)     # the queue's order
     write_review_csv(queue, rows, cols, OUT / "review.csv")
 
-Each image is cleaned with ``model.cleaning.clean_images_sync`` (the code behind POST /clean),
-batch by batch; an image that cannot be read or decoded is listed in errors.csv, never fatal.
+Each image is cleaned with ``model.cleaning.clean_decodable`` (``clean_images``, the code
+behind POST /clean), batch by batch; an image that cannot be read or decoded is listed in
+errors.csv, never fatal.
 A pair's issue score is the model's probability that a listed label is wrong or that an
 unlisted one is missing; at or above ``ISSUE_THRESHOLD`` the queue suggests removing or adding
 it. Equal scores are ordered by ImageID, then label id, so the order is deterministic.
@@ -17,6 +18,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,11 +32,10 @@ from ..model.bundle import Bundle, LabelClass
 from ..model.cleaning import (
     ISSUE_THRESHOLD,
     Arrays,
-    clean_images_sync,
+    clean_decodable,
     issue_scores,
     round_scores,
 )
-from ..model.preprocess import ImageError
 from ..storage import Storage, StorageError
 from ..training.openimages import DataError, read_annotations, read_classes  # torch-free
 from .bulk_io import ERROR_HEADER, image_id
@@ -166,7 +167,7 @@ def clean_split(
     progress: bool = True,
     threads: int = READ_THREADS,
 ) -> Queue:
-    """Clean every image of ``inputs`` with ``clean_images_sync``, ``batch_size`` at a time,
+    """Clean every image of ``inputs`` with ``clean_decodable``, ``batch_size`` at a time,
     reading the next batch (``read(uri)``, in ``threads`` threads) while one is cleaned."""
     from tqdm import tqdm
 
@@ -213,33 +214,26 @@ def _clean_batch(
 ) -> None:  # fmt: skip
     """Clean one batch; an image that fails to decode is listed and the rest cleaned again."""
     index = bundle.index
-    while good:
-        labels = [
-            [{"label": bundle.classes[k].id, "confidence": float(inputs.noisy[row, k])}
-             for k in np.flatnonzero(inputs.noisy[row] > 0).tolist()]
-            for row, _ in good
-        ]  # fmt: skip
-        try:
-            results = clean_images_sync(bundle, [data for _, data in good], labels,
-                                        predict=predict)  # fmt: skip
-        except ImageError as exc:
-            bad = getattr(exc, "index", None)
-            if bad is None:
-                raise
-            cause = exc.__cause__ if isinstance(exc.__cause__, ImageError) else exc
-            failed[good.pop(bad)[0]] = f"{cause.kind}: {cause}"
-            continue
-        for (row, _), result in zip(good, results, strict=True):
-            assert result.issue is not None and result.noisy is not None
-            queue.done[row] = True
-            queue.issue[row] = result.issue
-            queue.noisy[row] = result.noisy
-            for v in result.labels:
-                col = index[v.id]
-                queue.verdicts[row, col] = VERDICTS.index(v.verdict)
-                if v.reason:
-                    queue.reasons[(row, col)] = v.reason
-        return
+    labels = [
+        [{"label": bundle.classes[k].id, "confidence": float(inputs.noisy[row, k])}
+         for k in np.flatnonzero(inputs.noisy[row] > 0).tolist()]
+        for row, _ in good
+    ]  # fmt: skip
+    results, bad = asyncio.run(
+        clean_decodable(bundle, [data for _, data in good], labels, predict=predict)
+    )
+    failed.update({good[k][0]: reason for k, reason in bad.items()})
+    for k, result in results.items():
+        row = good[k][0]
+        assert result.issue is not None and result.noisy is not None
+        queue.done[row] = True
+        queue.issue[row] = result.issue
+        queue.noisy[row] = result.noisy
+        for v in result.labels:
+            col = index[v.id]
+            queue.verdicts[row, col] = VERDICTS.index(v.verdict)
+            if v.reason:
+                queue.reasons[(row, col)] = v.reason
 
 
 def rank_pairs(queue: Queue, *, min_issue: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
