@@ -249,10 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    _serve_args(sub.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION))
-    _clean_args(sub.add_parser("clean", help=CLEAN_HELP, **CLEAN_PARSER))
-    _worker_args(sub.add_parser("worker", help=WORKER_HELP, description=WORKER_DESCRIPTION))
-    _review_args(sub.add_parser("review", help=REVIEW_HELP, **REVIEW_PARSER))
+    for name, (help_text, options, add_args) in TORCH_FREE.items():
+        add_args(sub.add_parser(name, help=help_text, **options))
     return parser
 
 
@@ -418,24 +416,23 @@ def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# Subcommands that never load PyTorch: name -> (help, parser options, arguments). _parse builds
+# their parser alone, since build_parser() reads training defaults, which imports torch.
+TORCH_FREE = {
+    "serve": (SERVE_HELP, {"description": SERVE_DESCRIPTION}, _serve_args),
+    "clean": (CLEAN_HELP, CLEAN_PARSER, _clean_args),
+    "worker": (WORKER_HELP, {"description": WORKER_DESCRIPTION}, _worker_args),
+    "review": (REVIEW_HELP, REVIEW_PARSER, _review_args),
+}
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["serve"]:  # build_parser() reads training defaults, which imports torch
-        p = argparse.ArgumentParser(prog="labelclean serve", description=SERVE_DESCRIPTION)
-        _serve_args(p)
-        return p.parse_args(argv[1:], argparse.Namespace(command="serve"))
-    if argv[:1] == ["clean"]:  # torch-free as well
-        p = argparse.ArgumentParser(prog="labelclean clean", **CLEAN_PARSER)
-        _clean_args(p)
-        return p.parse_args(argv[1:], argparse.Namespace(command="clean"))
-    if argv[:1] == ["worker"]:  # torch-free as well
-        p = argparse.ArgumentParser(prog="labelclean worker", description=WORKER_DESCRIPTION)
-        _worker_args(p)
-        return p.parse_args(argv[1:], argparse.Namespace(command="worker"))
-    if argv[:1] == ["review"]:  # torch-free as well
-        p = argparse.ArgumentParser(prog="labelclean review", **REVIEW_PARSER)
-        _review_args(p)
-        return p.parse_args(argv[1:], argparse.Namespace(command="review"))
+    if argv and argv[0] in TORCH_FREE:
+        _, options, add_args = TORCH_FREE[argv[0]]
+        p = argparse.ArgumentParser(prog=f"labelclean {argv[0]}", **options)
+        add_args(p)
+        return p.parse_args(argv[1:], argparse.Namespace(command=argv[0]))
     return build_parser().parse_args(argv)
 
 
