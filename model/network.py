@@ -95,10 +95,17 @@ class IssueHead(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("bias", torch.tensor([shift, shift]))
 
+    @staticmethod
+    def inputs(
+        noisy: torch.Tensor, cleaner_raw: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, d, 3) float32: ISSUE_FEATURES of every pair, what the regressions read."""
+        return torch.stack([logit(noisy), cleaner_raw.float(), logits.float()], dim=-1)
+
     def forward(
         self, noisy: torch.Tensor, cleaner_raw: torch.Tensor, logits: torch.Tensor
     ) -> torch.Tensor:
-        x = torch.stack([logit(noisy), cleaner_raw, logits], dim=-1)  # (N, d, 3)
+        x = self.inputs(noisy, cleaner_raw, logits)
         z_unlisted = x @ self.weight[0] + self.bias[0]
         z_listed = x @ self.weight[1] + self.bias[1]
         # sigmoid(-z) rather than 1 - sigmoid(z): no rounding to 0 for confidently right labels
@@ -144,12 +151,11 @@ class LabelCleaningNet(nn.Module):
         features = self.features(image)
         logits = self.logits(features)
         raw = self.cleaner.raw(noisy_labels, features)
-        issue = self.issue_head(noisy_labels, raw.float(), logits.float())
+        issue = self.issue_head(noisy_labels, raw, logits)
         return torch.sigmoid(logits), self.cleaner.squash(raw), issue
 
-    def issue_inputs(
-        self, image: torch.Tensor, noisy_labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cleaner raw, classifier logits), each (N, d): what IssueHead reads besides y."""
+    def issue_inputs(self, image: torch.Tensor, noisy_labels: torch.Tensor) -> torch.Tensor:
+        """(N, d, 3): what the issue head reads for these images (``IssueHead.inputs``)."""
         features = self.features(image)
-        return self.cleaner.raw(noisy_labels, features), self.logits(features)
+        raw, logits = self.cleaner.raw(noisy_labels, features), self.logits(features)
+        return IssueHead.inputs(noisy_labels, raw, logits)

@@ -7,6 +7,7 @@ non-blocking, so the GPU does not wait on the host.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +112,15 @@ def to_input(pixels: torch.Tensor, spec: InputSpec, channels_last: bool = False)
     x = pixels.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def eval_batches(
+    part: Part, spec: InputSpec, device: torch.device, batch_size: int = 256
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(network input, noisy labels) of ``part``'s images in order, ``batch_size`` at a time."""
+    for i in range(0, len(part), batch_size):
+        batch = part.take(torch.arange(i, min(i + batch_size, len(part))), device)
+        yield to_input(batch.pixels, spec, device.type == "cuda"), batch.noisy
 
 
 def _part(split: Split, pixels: np.ndarray) -> Part:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ..model.network import ISSUE_FEATURES, LabelCleaningNet, logit
-from .batches import Part, to_input
+from ..model.network import ISSUE_FEATURES, LabelCleaningNet
+from .batches import Part, eval_batches
 
 MIN_PAIRS = 5  # fewer verified pairs of either outcome in a group: keep the default there
 GROUPS = ("unlisted", "listed")  # rows of IssueHead.weight
@@ -30,15 +30,11 @@ def issue_features(
 ) -> np.ndarray:
     """(N, d, 3) float64: IssueHead's inputs for every image of ``part``."""
     net.eval()
-    spec = net.config.input
     out = []
-    for i in range(0, len(part), batch_size):
-        batch = part.take(torch.arange(i, min(i + batch_size, len(part))), device)
+    for x, noisy in eval_batches(part, net.config.input, device, batch_size):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            raw, logits = net.issue_inputs(to_input(batch.pixels, spec, device.type == "cuda"),
-                                           batch.noisy)  # fmt: skip
-        x = torch.stack([logit(batch.noisy), raw.float(), logits.float()], dim=-1)
-        out.append(x.cpu().numpy().astype(np.float64))
+            inputs = net.issue_inputs(x, noisy)
+        out.append(inputs.float().cpu().numpy().astype(np.float64))
     d = net.config.num_classes
     return np.concatenate(out) if out else np.zeros((0, d, len(ISSUE_FEATURES)))
 

@@ -19,7 +19,7 @@ import torch
 from ..model.config import ModelConfig
 from ..model.export import export_bundle
 from ..model.network import LabelCleaningNet
-from .batches import Part, TrainingData, to_input
+from .batches import Part, TrainingData, eval_batches, to_input
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -61,13 +61,10 @@ def predict_part(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, cleaned, issue), each (N, d) float32, for every image of ``part``."""
     net.eval()
-    spec = net.config.input
     outputs: list[list[np.ndarray]] = [[], [], []]
-    for i in range(0, len(part), batch_size):
-        rows = torch.arange(i, min(i + batch_size, len(part)))
-        batch = part.take(rows, device)
+    for x, noisy in eval_batches(part, net.config.input, device, batch_size):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            result = net(to_input(batch.pixels, spec, device.type == "cuda"), batch.noisy)
+            result = net(x, noisy)
         for kept, tensor in zip(outputs, result, strict=True):
             kept.append(tensor.float().cpu().numpy())
     d = net.config.num_classes
