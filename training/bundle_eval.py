@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.bundle import load_bundle
-from ..model.cleaning import ISSUE_THRESHOLD
 from ..model.preprocess import encode_noisy, normalize
 from ..model.runtime import Device, OnnxModel
 from .evaluate import predict_batches, score
 from .images import load_images, open_source
-from .issue_detection import KINDS, detection_metrics
+from .issue_detection import issue_summary
 from .openimages import DataError, DataFiles, load_dataset
 
 
@@ -47,12 +46,10 @@ def evaluate_bundle(
         model.run, pixels[rows], test.noisy, lambda p: normalize(p, bundle.input)
     )
     metrics = score(scores, cleaned, test.noisy, test.human, test.known, bundle.thresholds_cleaned)
-    found = detection_metrics(
-        issue, issue >= ISSUE_THRESHOLD, test.noisy, test.human, test.known.astype(bool)
-    )
+    arrays = {"noisy": test.noisy, "human": test.human, "known": test.known, "issue": issue}
     return {
         **metrics,
-        **{f"issue_{kind}_{m}": float(found[kind][m]) for kind in KINDS for m in ("ap", "f1")},
+        **issue_summary(arrays),
         "images": len(rows),
         "skipped_images": len(failures),
         "provider": model.provider,

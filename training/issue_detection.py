@@ -143,21 +143,21 @@ def cleanlab_flags(noisy: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return flags
 
 
-def issue_summary(arrays: dict[str, np.ndarray], noisy_thresholds: Any) -> dict[str, float]:
-    """A run's own label-issue figures on its test predictions (``arrays``: noisy, human, known,
-    issue): AP and F1 of its issue score and of the machine confidences, for wrong and missing
-    labels, as ``issue_wrong_ap``, ``machine_missing_f1``, ... (what ``labelclean train``
-    prints and the bundle's metrics carry)."""
+def issue_summary(arrays: dict[str, np.ndarray], noisy_thresholds: Any = None) -> dict[str, float]:
+    """A model's own label-issue figures on test predictions (``arrays``: noisy, human, known,
+    issue): AP and F1 of its issue score and, given the machine confidences' calibrated
+    ``noisy_thresholds``, of those confidences, for wrong and missing labels, as
+    ``issue_wrong_ap``, ``machine_missing_f1``, ... (what ``labelclean train`` prints and the
+    bundle's metrics carry; ``labelclean evaluate`` reports the issue score's)."""
     noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"].astype(bool)
     issue = arrays["issue"]
-    found = {
-        "issue": detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known),
-        "machine": detection_metrics(
+    found = {"issue": detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known)}
+    if noisy_thresholds is not None:
+        found["machine"] = detection_metrics(
             issue_from_probability(noisy, noisy),
             flags_at_thresholds(noisy, noisy, noisy_thresholds),
             noisy, human, known,
-        ),
-    }  # fmt: skip
+        )  # fmt: skip
     return {
         f"{scorer}_{kind}_{metric}": float(by_kind[kind][metric])
         for scorer, by_kind in found.items()
