@@ -55,68 +55,65 @@ def images() -> list[bytes]:
     return [png(p) for p in fashion_pixels(12)]
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny joint network (10 classes) exported with labelclean.model.export."""
+def _tiny_bundle(out: Path, classes: list, adjust: Callable, scores_threshold: float, **export):
+    """A tiny joint network over ``classes`` with the paper's clipped cleaner (with y = 0 its
+    residual alone can add a label), its weights changed by ``adjust(net)``, exported with
+    labelclean.model.export to ``out`` (cleaned thresholds 0.5)."""
     import torch
-    from labelclean.model.bundle import LabelClass
     from labelclean.model.config import ModelConfig
     from labelclean.model.export import export_bundle
     from labelclean.model.network import LabelCleaningNet
 
-    torch.manual_seed(0)
-    # the paper's clipped cleaner: with y = 0 its residual alone can add a label
-    config = ModelConfig(num_classes=len(CLASSES), width=4, feature_dim=16, cleaner_loss="l1")
-    net = LabelCleaningNet(config)
-    torch.nn.init.normal_(net.cleaner.out.weight, std=0.5)  # a cleaner that changes labels
-    torch.nn.init.normal_(net.classifier.weight, std=1.0)  # scores spread over (0, 1)
-    net.eval()
-    rng = np.random.default_rng(0)
-    sample = (
-        rng.standard_normal((4, 1, 28, 28)).astype(np.float32),
-        (rng.random((4, len(CLASSES))) > 0.7).astype(np.float32),
-    )
-    out = tmp_path_factory.mktemp("bundle") / "bundle"
-    export_bundle(
-        net, out, [LabelClass(i, n) for i, n in CLASSES], sample=sample,
-        thresholds_cleaned=[0.5] * len(CLASSES), thresholds_scores=[0.4] * len(CLASSES),
-        mode="joint", metrics={"AP_all": 50.0},
-    )  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="session")
-def hierarchy_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained network over the demo data's 15 classes, carrying their hierarchy: its
-    cleaner returns the noisy labels unchanged but for Tops, lowered by 0.6 (threshold 0.5)."""
-    import torch
-    from labelclean.model.bundle import LabelClass
-    from labelclean.model.config import ModelConfig
-    from labelclean.model.export import export_bundle
-    from labelclean.model.hierarchy import Hierarchy
-    from labelclean.model.network import LabelCleaningNet
-    from labelclean.training import demo_data
-
-    names = zip(demo_data.LABEL_NAMES, demo_data.DISPLAY_NAMES, strict=True)
-    classes = [LabelClass(i, n) for i, n in names]
     torch.manual_seed(0)
     config = ModelConfig(num_classes=len(classes), width=4, feature_dim=16, cleaner_loss="l1")
     net = LabelCleaningNet(config)
     with torch.no_grad():
-        net.cleaner.out.bias[demo_data.LABEL_NAMES.index("/lc/tops")] = -0.6
+        adjust(net)
     net.eval()
     rng = np.random.default_rng(0)
     sample = (
         rng.standard_normal((4, 1, 28, 28)).astype(np.float32),
         (rng.random((4, len(classes))) > 0.7).astype(np.float32),
     )
-    out = tmp_path_factory.mktemp("bundle") / "hierarchy-bundle"
     export_bundle(
-        net, out, classes, sample=sample,
-        thresholds_cleaned=[0.5] * len(classes), thresholds_scores=[0.5] * len(classes),
-        mode="joint", metrics={}, hierarchy=Hierarchy.build(demo_data.hierarchy_edges(), classes),
+        net, out, classes, sample=sample, thresholds_cleaned=[0.5] * len(classes),
+        thresholds_scores=[scores_threshold] * len(classes), mode="joint", **export,
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny joint network (10 classes) exported with labelclean.model.export."""
+    import torch
+    from labelclean.model.bundle import LabelClass
+
+    def adjust(net) -> None:
+        torch.nn.init.normal_(net.cleaner.out.weight, std=0.5)  # a cleaner that changes labels
+        torch.nn.init.normal_(net.classifier.weight, std=1.0)  # scores spread over (0, 1)
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    classes = [LabelClass(i, n) for i, n in CLASSES]
+    return _tiny_bundle(out, classes, adjust, 0.4, metrics={"AP_all": 50.0})
+
+
+@pytest.fixture(scope="session")
+def hierarchy_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained network over the demo data's 15 classes, carrying their hierarchy: its
+    cleaner returns the noisy labels unchanged but for Tops, lowered by 0.6 (threshold 0.5)."""
+    from labelclean.model.bundle import LabelClass
+    from labelclean.model.hierarchy import Hierarchy
+    from labelclean.training import demo_data
+
+    names = zip(demo_data.LABEL_NAMES, demo_data.DISPLAY_NAMES, strict=True)
+    classes = [LabelClass(i, n) for i, n in names]
+
+    def adjust(net) -> None:
+        net.cleaner.out.bias[demo_data.LABEL_NAMES.index("/lc/tops")] = -0.6
+
+    out = tmp_path_factory.mktemp("bundle") / "hierarchy-bundle"
+    hierarchy = Hierarchy.build(demo_data.hierarchy_edges(), classes)
+    return _tiny_bundle(out, classes, adjust, 0.5, metrics={}, hierarchy=hierarchy)
 
 
 def free_port() -> int:
