@@ -53,6 +53,9 @@ class ModelConfig:
     # its logits: scores keep a ranking; the default, better on the demo benchmark) or "l1" (the
     # paper's: c = clip(y + g, 0, 1), L1 loss). Checkpoints made before the option are "l1".
     cleaner_loss: str = DEFAULT_CLEANER_LOSS
+    # Machine labels are clamped to [label_floor, 1 - label_floor] before a logit (the bce
+    # cleaner and the issue head read logit(y)): an unlisted label reads logit(1e-4) = -9.2.
+    label_floor: float = 1e-4
     input: InputSpec = field(default_factory=InputSpec)
 
     def to_dict(self) -> dict[str, Any]:

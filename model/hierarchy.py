@@ -121,6 +121,16 @@ class Hierarchy:
                 out[column] = np.array([index[a] for a in self.ancestors(label)], np.int64)
         return out
 
+    def relative_columns(self, index: dict[str, int]) -> tuple[list[list[int]], list[list[int]]]:
+        """(parents, children): per column of ``index``, the columns of its direct parents and
+        of its direct children (what the issue head reads, model.issue_head)."""
+        parents: list[list[int]] = [[] for _ in index]
+        children: list[list[int]] = [[] for _ in index]
+        for parent, child in self.edges:
+            parents[index[child]].append(index[parent])
+            children[index[parent]].append(index[child])
+        return parents, children
+
     def to_list(self) -> list[list[str]]:
         """[[parent, child], ...]: how a bundle stores it."""
         return [list(edge) for edge in self.edges]

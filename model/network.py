@@ -5,7 +5,7 @@ f = backbone(image)                                   # (N, F)
 c = clip(y + g(y, f), 0, 1)                           # cleaner g, residual on noisy labels y
   or sigmoid(logit(y) + g(y, f))                      # ... with cleaner_loss "bce"
 scores = sigmoid(h(f))                                # classifier h, linear over d classes
-issue = IssueHead(y, cleaner's raw output, h(f))      # P(listed label wrong / unlisted missing)
+issue = IssueHead(y, cleaner raw, h(f), hierarchy)   # P(listed label wrong / unlisted missing)
 """
 
 from __future__ import annotations
@@ -17,19 +17,16 @@ from torch import nn
 
 from .backbones import create_backbone
 from .config import ModelConfig
+from .issue_head import EPS, FEATURES, IssueHead, logit
+
+__all__ = ["EPS", "FEATURES", "IssueHead", "LabelCleaner", "LabelCleaningNet", "logit"]
 
 CLEANER_LOSSES = ("bce", "l1")
-EPS = 1e-4  # labels and probabilities are clamped to [EPS, 1 - EPS] before a logit
 
 
 def _check_loss(loss: str) -> None:
     if loss not in CLEANER_LOSSES:
         raise ValueError(f"cleaner_loss must be one of {', '.join(CLEANER_LOSSES)}, not {loss!r}")
-
-
-def logit(p: torch.Tensor) -> torch.Tensor:
-    p = torch.clamp(p, EPS, 1.0 - EPS)
-    return torch.log(p) - torch.log1p(-p)
 
 
 class LabelCleaner(nn.Module):
@@ -43,10 +40,13 @@ class LabelCleaner(nn.Module):
     [EPS, 1 - EPS]).
     """
 
-    def __init__(self, num_classes: int, feature_dim: int, embed_dim: int, loss: str = "l1"):
+    def __init__(
+        self, num_classes: int, feature_dim: int, embed_dim: int, loss: str = "l1",
+        eps: float = EPS,
+    ) -> None:  # fmt: skip
         super().__init__()
         _check_loss(loss)
-        self.loss = loss
+        self.loss, self.eps = loss, eps
         self.label_proj = nn.Linear(num_classes, embed_dim)
         self.feature_proj = nn.Linear(feature_dim, embed_dim)
         self.hidden = nn.Linear(2 * embed_dim, 2 * embed_dim)
@@ -58,7 +58,7 @@ class LabelCleaner(nn.Module):
         """Before the clip (``l1``: y + g) or the sigmoid (``bce``: logit(y) + g): unbounded."""
         joint = torch.cat([self.label_proj(noisy), self.feature_proj(features)], dim=1)
         residual = self.out(torch.relu(self.hidden(joint)))
-        return (logit(noisy) if self.loss == "bce" else noisy) + residual
+        return (logit(noisy, self.eps) if self.loss == "bce" else noisy) + residual
 
     def squash(self, raw: torch.Tensor) -> torch.Tensor:
         """``raw`` -> cleaned labels c in [0, 1]."""
@@ -66,50 +66,6 @@ class LabelCleaner(nn.Module):
 
     def forward(self, noisy: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.squash(self.raw(noisy, features))
-
-
-ISSUE_FEATURES = ("logit(y)", "cleaner raw", "classifier logit")
-
-
-class IssueHead(nn.Module):
-    """The label-issue score: per (image, label), the probability that the label is wrong when
-    listed and missing when not.
-
-    P(present) = sigmoid(w . [logit(y), cleaner raw, classifier logit] + b), with one (w, b) for
-    listed labels (y > 0) and one for unlisted ones, fitted by logistic regression on held-out
-    human-verified images (training.issue_fit); issue = 1 - P(present) for a listed label,
-    P(present) for an unlisted one. Its inputs are unbounded (no clip, no saturated sigmoid), so
-    it ranks pairs without the ties of c. Unfitted, P(present) follows the cleaner: about c
-    for ``bce`` (sigmoid(raw)), sigmoid(8 (raw - 0.5)) for ``l1`` (c's order without the
-    clip's ties), plus TIEBREAK times the classifier's logit, which orders labels the cleaner
-    scores alike (classes it never saw verified keep identical rows in g).
-    """
-
-    TIEBREAK = 1e-3
-
-    def __init__(self, cleaner_loss: str = "l1") -> None:
-        super().__init__()
-        scale, shift = (1.0, 0.0) if cleaner_loss == "bce" else (8.0, -4.0)
-        row = [0.0, scale, self.TIEBREAK]
-        weight = torch.tensor([row, row])  # rows: unlisted, listed
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", torch.tensor([shift, shift]))
-
-    @staticmethod
-    def inputs(
-        noisy: torch.Tensor, cleaner_raw: torch.Tensor, logits: torch.Tensor
-    ) -> torch.Tensor:
-        """(N, d, 3) float32: ISSUE_FEATURES of every pair, what the regressions read."""
-        return torch.stack([logit(noisy), cleaner_raw.float(), logits.float()], dim=-1)
-
-    def forward(
-        self, noisy: torch.Tensor, cleaner_raw: torch.Tensor, logits: torch.Tensor
-    ) -> torch.Tensor:
-        x = self.inputs(noisy, cleaner_raw, logits)
-        z_unlisted = x @ self.weight[0] + self.bias[0]
-        z_listed = x @ self.weight[1] + self.bias[1]
-        # sigmoid(-z) rather than 1 - sigmoid(z): no rounding to 0 for confidently right labels
-        return torch.sigmoid(torch.where(noisy > 0, -z_listed, z_unlisted))
 
 
 class LabelCleaningNet(nn.Module):
@@ -121,11 +77,12 @@ class LabelCleaningNet(nn.Module):
         self.backbone = create_backbone(config, backbone_weights)
         feature_dim = self.backbone.out_dim
         self.cleaner = LabelCleaner(
-            config.num_classes, feature_dim, config.cleaner_embed_dim, config.cleaner_loss
-        )
+            config.num_classes, feature_dim, config.cleaner_embed_dim, config.cleaner_loss,
+            config.label_floor,
+        )  # fmt: skip
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(feature_dim, config.num_classes)
-        self.issue_head = IssueHead(config.cleaner_loss)
+        self.issue_head = IssueHead(config.num_classes, config.cleaner_loss, config.label_floor)
 
     def set_cleaner_loss(self, loss: str) -> None:
         """Switch the cleaner's output and loss (before the cleaner is trained: a noisy-phase
@@ -133,7 +90,10 @@ class LabelCleaningNet(nn.Module):
         head to that cleaner's default."""
         _check_loss(loss)
         self.cleaner.loss = loss
-        self.issue_head = IssueHead(loss).to(self.classifier.weight.device)
+        head = IssueHead(self.config.num_classes, loss, self.config.label_floor)
+        head = head.to(self.classifier.weight.device)
+        head.set_hierarchy(*self.issue_head.relatives())
+        self.issue_head = head
         self.config.cleaner_loss = loss
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
@@ -155,7 +115,7 @@ class LabelCleaningNet(nn.Module):
         return torch.sigmoid(logits), self.cleaner.squash(raw), issue
 
     def issue_inputs(self, image: torch.Tensor, noisy_labels: torch.Tensor) -> torch.Tensor:
-        """(N, d, 3): what the issue head reads for these images (``IssueHead.inputs``)."""
+        """(N, d, F): what the issue head reads for these images (``IssueHead.inputs``)."""
         features = self.features(image)
         raw, logits = self.cleaner.raw(noisy_labels, features), self.logits(features)
-        return IssueHead.inputs(noisy_labels, raw, logits)
+        return self.issue_head.inputs(noisy_labels, raw, logits)

@@ -8,7 +8,7 @@ non-blocking, so the GPU does not wait on the host.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -56,6 +56,24 @@ class Part:
     def numpy(self, name: str) -> np.ndarray:
         return getattr(self, name).numpy()
 
+    def rows(self, rows: np.ndarray) -> Part:
+        """The part of these rows (numpy indices), in their order."""
+        return _subset(self, rows)
+
+    def cat(self, other: Part) -> Part:
+        """This part's images followed by ``other``'s."""
+        return Part(
+            self.image_ids + other.image_ids,
+            *(
+                torch.cat([a, b.to(a.device)])
+                for a, b in zip(
+                    (self.pixels, self.noisy, self.human, self.known),
+                    (other.pixels, other.noisy, other.human, other.known),
+                    strict=True,
+                )
+            ),
+        )
+
 
 @dataclass
 class Batch:
@@ -89,6 +107,19 @@ class TrainingData:
             "calibration": self.calibration,
             "test": self.test,
         }
+
+    def all_verified(self) -> Part:
+        """Every human-verified training image: V and, when held out apart, its calibration
+        part (cross-fitting uses all of V; training.crossfit)."""
+        if self.calibration is self.verified or len(self.calibration) == 0:
+            return self.verified
+        return self.verified.cat(self.calibration)
+
+    def with_verified(self, verified: Part, calibration: Part | None = None) -> TrainingData:
+        """A copy whose V (and calibration part: by default V itself) are these."""
+        return replace(
+            self, verified=verified, calibration=verified if calibration is None else calibration
+        )
 
     def to(self, device: torch.device) -> TrainingData:
         """A copy with every part on ``device`` (on CUDA, when it fits: no host copies)."""
