@@ -4,7 +4,8 @@
       model.onnx     inputs image (N,C,H,W) float32, noisy_labels (N,d); outputs scores, cleaned,
                      issue (each (N,d) float32)
       classes.csv    LabelName,DisplayName in the model's class order
-      bundle.json    format version, input spec, thresholds, training mode, metrics, sha256,
+      bundle.json    format version, input spec, thresholds, the decision rule and its
+                     thresholds ("decision", model/decision.py), training mode, metrics, sha256,
                      and optionally the class hierarchy: "hierarchy": [[parent, child], ...]
                      (model/hierarchy.py; a bundle without the key has none)
 
@@ -25,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from .config import InputSpec
+from .decision import Decision
 from .hierarchy import Hierarchy
 
-BUNDLE_FORMAT = 2  # 2: the graph has the ``issue`` output
+BUNDLE_FORMAT = 3  # 2: the graph has the ``issue`` output; 3: the decision rule on it
 OUTPUTS = ("scores", "cleaned", "issue")  # the ONNX graph's outputs, in this order
 MODEL_FILE = "model.onnx"
 CLASSES_FILE = "classes.csv"
@@ -56,6 +58,7 @@ class Bundle:
     model_config: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     hierarchy: Hierarchy | None = None
+    decision: Decision | None = None  # always set by load_bundle
 
     @property
     def model_path(self) -> Path:
@@ -95,9 +98,28 @@ class Bundle:
             "input": self.input.to_dict(),
             "classes": [{"id": c.id, "name": c.name} for c in self.classes],
             "thresholds": {"cleaned": self.thresholds_cleaned, "scores": self.thresholds_scores},
+            "decision": self.decision_summary(),
             "metrics": self.metrics,
             "sha256": self.sha256,
         }
+
+    def decision_summary(self) -> dict[str, Any]:
+        """The decision rule, its objective, its thresholds and the minimum precisions a
+        request may ask for (GET /model)."""
+        d = self.require_decision()
+        return {
+            "rule": d.rule,
+            "objective": d.objective,
+            "remove": [float(x) for x in d.remove],
+            "add": [float(x) for x in d.add],
+            "per_class": [bool(x) for x in d.per_class],
+            "min_precision_levels": d.min_precision_levels,
+        }
+
+    def require_decision(self) -> Decision:
+        if self.decision is None:
+            raise BundleError(f"{self.path}: no decision rule")
+        return self.decision
 
 
 def label_index(classes: Sequence[LabelClass]) -> dict[str, int]:
@@ -130,6 +152,7 @@ def write_bundle(
     mode: str,
     metrics: dict[str, Any],
     model_config: dict[str, Any],
+    decision: Decision,
     hierarchy: Hierarchy | None = None,
 ) -> Bundle:
     """Write classes.csv and bundle.json beside ``onnx_file`` (which must be ``out/model.onnx``)."""
@@ -152,6 +175,7 @@ def write_bundle(
             "cleaned": [float(t) for t in thresholds_cleaned],
             "scores": [float(t) for t in thresholds_scores],
         },
+        "decision": decision.to_dict(),
         "mode": mode,
         "metrics": metrics,
         "model_config": model_config,
@@ -172,10 +196,13 @@ def load_bundle(path: Path | str) -> Bundle:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_file}: not valid JSON ({exc})") from exc
-    if meta.get("format") == 1:
+    if meta.get("format") in (1, 2):
         raise BundleError(
-            f"{meta_file}: bundle format 1 has no label-issue score; export its checkpoint "
-            "again (labelclean export --checkpoint RUN/checkpoint.pt --out BUNDLE)"
+            f"{meta_file}: bundle format {meta['format']} predates the decision rule on the "
+            "label-issue score (format 3); train the model again (labelclean train --data DATA "
+            "--out RUN, or --init a noisy-phase checkpoint), or export its checkpoint again "
+            "for the paper's rule on the cleaned score (labelclean export --checkpoint "
+            "RUN/checkpoint.pt --out BUNDLE)"
         )
     if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(
@@ -204,6 +231,9 @@ def load_bundle(path: Path | str) -> Bundle:
             metrics=dict(meta.get("metrics", {})),
             model_config=dict(meta.get("model_config", {})),
             sha256=actual,
+        )
+        bundle.decision = Decision.from_dict(
+            meta["decision"], bundle.thresholds_cleaned, len(classes)
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{meta_file}: malformed field ({exc!r})") from exc

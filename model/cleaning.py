@@ -10,15 +10,17 @@ Steps: parse every image's labels (unknown ids fail the whole request before any
 decode and normalise each image (``offload`` runs that elsewhere, e.g. a thread pool), predict
 one (N, C, H, W) batch through ``predict`` (noisy labels encoded as the bundle's model config
 says: confidences, or 1 for every listed label) (``OnnxModel.run`` or the service's dynamic batcher,
-sync or async), then give each label a verdict against its threshold:
+sync or async), then give each label a verdict by the bundle's decision rule (model.decision;
+by default on the issue score, the model's ``issue`` output: the probability that a listed label
+is wrong, or that an unlisted one is missing):
 
-    noisy label present, cleaned >= threshold  -> kept
-    noisy label present, cleaned <  threshold  -> removed
-    noisy label absent,  cleaned >= threshold  -> added
+    label listed,     issue <  remove threshold  -> kept
+    label listed,     issue >= remove threshold  -> removed
+    label not listed, issue >= add threshold     -> added
 
 then, when the bundle carries a class hierarchy, make them consistent with it (see ``verdicts``).
-Every label also gets its issue score (the model's ``issue`` output, model.network.IssueHead):
-the probability that a listed label is wrong, or that an unlisted one is missing.
+The paper's cleaned score c stays in every result (``cleaned``); a bundle whose rule is
+``cleaned`` decides on it instead, as the paper does.
 
 Torch-free.
 """
@@ -36,7 +38,8 @@ from PIL import Image
 
 from .bundle import Bundle, LabelClass
 from .config import InputSpec
-from .labels import InputError, parse_labels, parse_thresholds, unknown_labels_error
+from .decision import Decision
+from .labels import InputError, parse_labels, unknown_labels_error
 from .preprocess import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_PIXELS,
@@ -56,9 +59,9 @@ Offload = Callable[..., Awaitable[Any]]
 """``offload(fn, *args)`` runs ``fn(*args)`` somewhere and awaits it (e.g. a thread pool)."""
 Verdict = Literal["kept", "removed", "added"]
 ISSUE_THRESHOLD = 0.5
-"""An issue score at or above this flags its label: the issue score is a probability calibrated
-on held-out human labels, so a flagged label is more likely wrong (listed) or missing (not
-listed) than not. ``labelclean review`` suggests its changes at this cut."""
+"""An issue score at or above this says its label is more likely wrong (listed) or missing (not
+listed) than not: ``suspected_missing`` lists the unlisted labels at or above it that the rule
+did not add (their add threshold is higher, e.g. for a minimum precision)."""
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,17 @@ class LabelVerdict:
     id: str
     name: str
     noisy: float  # the request's value: its confidence, 1 for a bare id, 0 when absent
-    cleaned: float  # c = clip(y + g(y, f), 0, 1)
-    threshold: float
+    cleaned: float  # the paper's c: sigmoid(logit(y) + g(y, f)), or clip(y + g(y, f), 0, 1)
+    threshold: float  # the cut the verdict compared against (model.decision): remove or add
     verdict: Verdict
     issue: float  # P(wrong) for a listed label, P(missing) for one that is not
     reason: str | None = None  # why, when the hierarchy (not the threshold) decided the verdict
+    confidence: float = 0.0  # P(on the image): 1 - issue listed, issue unlisted (rule cleaned: c)
 
 
 @dataclass
 class CleanResult:
-    """One image: its labels that were given or added, highest cleaned score first, and every
+    """One image: its labels that were given or added, likeliest first, and every
     class's issue score (``issue``, (d,), in the bundle's class order; ``noisy`` (d,) is the
     labels given, as parsed: their confidence, 0 when absent)."""
 
@@ -187,36 +191,42 @@ def verdicts(
     classes: Sequence[LabelClass],
     noisy: np.ndarray,
     cleaned: np.ndarray,
-    thresholds: np.ndarray,
+    issue: np.ndarray,
+    decision: Decision,
+    remove: np.ndarray,
+    add: np.ndarray,
     ancestors: Sequence[np.ndarray] | None = None,
-    issue: np.ndarray | None = None,
 ) -> CleanResult:
-    """(d,) noisy, cleaned and thresholds of one image -> its given and added labels.
+    """(d,) noisy labels, cleaned scores and issue scores of one image -> its given and added
+    labels, by ``decision``'s rule at the thresholds ``remove`` and ``add`` (model.decision).
 
-    ``issue`` (d,) is the model's issue score of every class (zeros when not given).
+    A label *passes* when the rule keeps it (listed) or adds it (unlisted): rule ``issue``:
+    a listed label while issue < remove, an unlisted one once issue >= add; rule ``cleaned``:
+    cleaned >= its threshold (``remove``, equal to ``add`` then). Without a hierarchy
+    (``ancestors`` None) the image's labels after cleaning are those that pass. With one
+    (``ancestors[i]``: the columns of every class above class i, ``Bundle.ancestor_columns``)
+    two rules hold, in this order:
 
-    A label *passes* when cleaned >= threshold. Without a hierarchy (``ancestors`` None) the
-    image's labels after cleaning are those that pass. With one (``ancestors[i]``: the columns
-    of every class above class i, ``Bundle.ancestor_columns``) two rules hold, in this order:
-
-    1. a removed parent removes its listed children unless they pass their own threshold;
+    1. a removed parent removes its listed children unless they pass on their own;
     2. a kept or added child keeps (when listed) or adds (when not) every ancestor.
 
     The labels after cleaning are therefore those that pass plus every ancestor of one that
     passes: rule 1 never removes a label that passes, rule 2 only adds ancestors of labels
     kept either way, and a listed parent that ends up removed has no descendant that passes,
-    so each of its listed descendants fails its own threshold and is removed too. Applying
-    either rule again changes nothing (a fixed point). A label that is kept or added only by
-    rule 2 keeps its cleaned score (below its threshold) and says why in ``reason``:
-    ``"ancestor of /lc/shirt"`` (the labels that pass below it, highest cleaned score first).
+    so each of its listed descendants fails on its own and is removed too. Applying either rule
+    again changes nothing (a fixed point). A label kept or added only by rule 2 says why in
+    ``reason``: ``"ancestor of /lc/shirt"`` (the labels that pass below it, likeliest first).
+    Labels are listed likeliest first: by P(present) (1 - issue listed, issue unlisted) under
+    rule ``issue``, by the cleaned score under rule ``cleaned``.
     """
     present = noisy > 0
-    issue = np.zeros_like(cleaned) if issue is None else issue
-    passes = cleaned >= thresholds
+    passes = decision.passes(noisy, cleaned, issue, remove, add)
+    likely = cleaned if decision.rule == "cleaned" else np.where(present, 1.0 - issue, issue)
+    cut = np.where(present, remove, add)
     because: dict[int, list[str]] = {}
     if ancestors is not None:
         below = np.flatnonzero(passes)
-        for i in below[np.argsort(-cleaned[below], kind="stable")].tolist():
+        for i in below[np.argsort(-likely[below], kind="stable")].tolist():
             for a in ancestors[i].tolist():
                 if not passes[a]:
                     because.setdefault(a, []).append(classes[i].id)
@@ -224,15 +234,16 @@ def verdicts(
             passes = passes.copy()
             passes[list(because)] = True
     shown = np.flatnonzero(present | passes)
-    shown = shown[np.argsort(-cleaned[shown], kind="stable")]  # highest cleaned score first
+    shown = shown[np.argsort(-likely[shown], kind="stable")]
     out = []
-    for i, y, c, t, p in zip(
+    for i, y, c, t, p, q in zip(
         shown.tolist(), round_scores(noisy[shown]), round_scores(cleaned[shown]),
-        round_scores(thresholds[shown]), issue_scores(issue[shown]), strict=True,
+        round_scores(cut[shown]), issue_scores(issue[shown]), issue_scores(likely[shown]),
+        strict=True,
     ):  # fmt: skip
         verdict: Verdict = ("kept" if passes[i] else "removed") if present[i] else "added"
         reason = f"ancestor of {', '.join(because[i])}" if i in because else None
-        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, p, reason))
+        out.append(LabelVerdict(classes[i].id, classes[i].name, y, c, t, verdict, p, reason, q))
     return CleanResult(out, issue, noisy, suspected(classes, issue, present | passes))
 
 
@@ -263,14 +274,16 @@ async def clean_images(
     *,
     predict: Predict,
     thresholds: str | float | dict[str, Any] | None = None,
+    min_precision: float | None = None,
     limits: ImageLimits = DEFAULT_LIMITS,
     offload: Offload | None = None,
 ) -> list[CleanResult]:
     """Clean the noisy ``labels`` of each of ``images`` (same order, one entry per image).
 
     Each labels entry is a JSON array (string or decoded) of ids or of {"label", "confidence"};
-    ``thresholds`` overrides the bundle's cleaned-label thresholds (see ``parse_thresholds``).
-    Raises InputError (labels, thresholds) before decoding, then ImageError.
+    ``min_precision`` picks the bundle's thresholds for that minimum precision and
+    ``thresholds`` overrides them (``Decision.cuts``). Raises InputError (labels, thresholds,
+    min_precision) before decoding, then ImageError.
     """
     if len(labels) != len(images):
         raise InputError(
@@ -286,13 +299,14 @@ async def clean_images(
         unknown += missing
     if unknown:
         raise unknown_labels_error(unknown)
-    limit = parse_thresholds(thresholds, index, bundle.cleaned_thresholds)
+    decision = bundle.require_decision()
+    remove, add = decision.cuts(min_precision=min_precision, override=thresholds, index=index)
     batch = await prepare_images(images, bundle.input, limits, offload)
     encoding = str(bundle.model_config.get("noisy_labels", "confidence"))
     _, cleaned, issue = await call_predict(predict, batch, encode_noisy(noisy, encoding))
     ancestors = bundle.ancestor_columns
     return [
-        verdicts(bundle.classes, noisy[i], cleaned[i], limit, ancestors, issue[i])
+        verdicts(bundle.classes, noisy[i], cleaned[i], issue[i], decision, remove, add, ancestors)
         for i in range(len(images))
     ]
 
@@ -333,11 +347,18 @@ def clean_images_sync(
     *,
     predict: Callable[[np.ndarray, np.ndarray], Arrays],
     thresholds: str | float | dict[str, Any] | None = None,
+    min_precision: float | None = None,
     limits: ImageLimits = DEFAULT_LIMITS,
 ) -> list[CleanResult]:
     """``clean_images`` for code without an event loop (offline CLI, worker): same path."""
     return asyncio.run(
         clean_images(
-            bundle, images, labels, predict=predict, thresholds=thresholds, limits=limits
+            bundle,
+            images,
+            labels,
+            predict=predict,
+            thresholds=thresholds,
+            min_precision=min_precision,
+            limits=limits,
         )  # fmt: skip
     )

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 
 from .bundle import MODEL_FILE, OUTPUTS, Bundle, LabelClass, write_bundle
+from .decision import Decision
 from .hierarchy import Hierarchy
 from .network import LabelCleaningNet
 
@@ -80,6 +81,7 @@ def export_bundle(
     thresholds_scores: list[float],
     mode: str,
     metrics: dict[str, Any],
+    decision: Decision,
     hierarchy: Hierarchy | None = None,
 ) -> Bundle:
     """Export, verify parity on ``sample`` (a real batch), then write the bundle folder.
@@ -103,5 +105,6 @@ def export_bundle(
         mode=mode,
         metrics=metrics,
         model_config=net.config.to_dict(),
+        decision=decision,
         hierarchy=hierarchy,
     )

@@ -15,6 +15,7 @@ from labelclean.model.backbones import (
 )
 from labelclean.model.bundle import LabelClass
 from labelclean.model.config import InputSpec, ModelConfig
+from labelclean.model.decision import Decision
 from labelclean.model.export import export_bundle
 from labelclean.model.network import LabelCleaningNet
 from labelclean.model.preprocess import normalize
@@ -181,6 +182,7 @@ def test_resnet_backbone_loads_local_weights_and_exports(tmp_path):
         sample=sample,
         thresholds_cleaned=[0.5] * 4,
         thresholds_scores=[0.5] * 4,
+        decision=Decision.paper([0.5] * 4),
         mode="joint",
         metrics={},
     )

@@ -7,6 +7,7 @@ import pytest
 import torch
 from labelclean.model.bundle import BundleError, LabelClass, load_bundle
 from labelclean.model.config import ModelConfig
+from labelclean.model.decision import Decision
 from labelclean.model.export import ExportError, export_bundle
 from labelclean.model.network import LabelCleaningNet
 from labelclean.model.runtime import OnnxModel
@@ -40,6 +41,7 @@ def bundle(tmp_path, net, sample):
         sample=sample,
         thresholds_cleaned=[0.4] * 5,
         thresholds_scores=[0.6] * 5,
+        decision=Decision.paper([0.5] * 5),
         mode="joint",
         metrics={"AP_all": 90.0},
     )
@@ -85,6 +87,46 @@ def test_other_format_version_is_rejected(bundle):
         load_bundle(bundle.path)
 
 
+def test_a_bundle_from_before_the_decision_rule_is_refused_with_what_rebuilds_it(bundle):
+    meta_file = bundle.path / "bundle.json"
+    meta = json.loads(meta_file.read_text())
+    meta["format"] = 2
+    del meta["decision"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="format 2 predates the decision rule") as info:
+        load_bundle(bundle.path)
+    assert "labelclean train" in str(info.value) and "labelclean export" in str(info.value)
+
+
+def test_the_decision_travels_in_the_bundle(tmp_path, net, sample):
+    remove, add = np.linspace(0.1, 0.5, 5), np.linspace(0.9, 0.5, 5)
+    levels = {0.9: (np.full(5, 0.2), np.full(5, 0.8)), 0.5: (np.full(5, 0.6), np.full(5, 0.4))}
+    per_class = np.array([True, False, False, True, False])
+    decision = Decision("issue", "min_precision=0.8", remove, add, np.full(5, 0.4), per_class,
+                        levels)  # fmt: skip
+    saved = export_bundle(
+        net, tmp_path / "b", CLASSES, sample=sample, thresholds_cleaned=[0.4] * 5,
+        thresholds_scores=[0.6] * 5, decision=decision, mode="joint", metrics={},
+    )  # fmt: skip
+    loaded = load_bundle(saved.path).require_decision()
+    assert (loaded.rule, loaded.objective) == ("issue", "min_precision=0.8")
+    np.testing.assert_allclose(loaded.remove, remove, rtol=1e-6)
+    np.testing.assert_allclose(loaded.add, add, rtol=1e-6)
+    assert loaded.per_class.tolist() == per_class.tolist()
+    assert loaded.min_precision_levels == [0.5, 0.9]
+    assert loaded.level(0.6) == 0.9 and loaded.level(0.5) == 0.5 and loaded.level(0.1) == 0.5
+    np.testing.assert_allclose(loaded.cuts(min_precision=0.85)[0], 0.2)
+    summary = load_bundle(saved.path).metadata()["decision"]
+    assert summary["rule"] == "issue" and summary["min_precision_levels"] == [0.5, 0.9]
+    meta_file = saved.path / "bundle.json"
+    meta = json.loads(meta_file.read_text())
+    for field, bad in (("rule", "vote"), ("remove", [0.5] * 4), ("add", None)):
+        broken = {**meta, "decision": {**meta["decision"], field: bad}}
+        meta_file.write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match="malformed field"):
+            load_bundle(saved.path)
+
+
 def test_missing_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(BundleError, match="not a model bundle"):
         load_bundle(tmp_path)
@@ -102,6 +144,7 @@ def test_parity_failure_writes_nothing(tmp_path, net, sample, monkeypatch):
             sample=sample,
             thresholds_cleaned=[0.5] * 5,
             thresholds_scores=[0.5] * 5,
+            decision=Decision.paper([0.5] * 5),
             mode="joint",
             metrics={},
         )

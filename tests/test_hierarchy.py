@@ -11,6 +11,7 @@ import pytest
 from labelclean.model.bundle import BundleError, LabelClass, load_bundle, write_bundle
 from labelclean.model.cleaning import verdicts
 from labelclean.model.config import InputSpec
+from labelclean.model.decision import Decision
 from labelclean.model.hierarchy import (
     Hierarchy,
     HierarchyError,
@@ -131,6 +132,7 @@ def fake_bundle(out: Path, h: Hierarchy | None):
         out, out / "model.onnx", CLASSES, InputSpec(),
         thresholds_cleaned=[0.5] * len(CLASSES), thresholds_scores=[0.5] * len(CLASSES),
         mode="joint", metrics={}, model_config={}, hierarchy=h,
+        decision=Decision.paper([0.5] * len(CLASSES)),
     )  # fmt: skip
 
 
@@ -167,6 +169,17 @@ def test_a_bundle_with_a_bad_hierarchy_is_refused(tmp_path: Path) -> None:
 # --- verdicts ------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["issue", "cleaned"])
+def rule(request: pytest.FixtureRequest) -> str:
+    """Every verdict test runs under both decision rules: ``cleaned`` decides on c at 0.5;
+    ``issue`` on the issue score 1 - c (listed) or c (unlisted) at 0.5, the same sets here."""
+    RULE[0] = request.param
+    return request.param
+
+
+RULE = ["issue"]
+
+
 def clean(listed: dict[str, float], cleaned: dict[str, float], *, with_hierarchy: bool = True):
     """Verdicts at threshold 0.5, with the test hierarchy: the result, {id: (verdict, reason)}."""
     noisy = np.zeros(len(CLASSES), np.float32)
@@ -176,11 +189,16 @@ def clean(listed: dict[str, float], cleaned: dict[str, float], *, with_hierarchy
     for label, value in cleaned.items():
         c[INDEX[label]] = value
     ancestors = hierarchy().ancestor_columns(INDEX) if with_hierarchy else None
-    result = verdicts(CLASSES, noisy, c, np.full(len(CLASSES), 0.5, np.float32), ancestors)
+    half = np.full(len(CLASSES), 0.5, np.float32)
+    decision = Decision.paper(half)
+    if RULE[0] == "issue":
+        decision = Decision("issue", "f1", half, half, half, np.zeros(len(CLASSES), bool))
+    issue = np.where(noisy > 0, 1.0 - c, c).astype(np.float32)
+    result = verdicts(CLASSES, noisy, c, issue, decision, half, half, ancestors)
     return result, {v.id: (v.verdict, v.reason) for v in result.labels}
 
 
-def test_a_kept_child_keeps_its_listed_parent_and_adds_the_rest() -> None:
+def test_a_kept_child_keeps_its_listed_parent_and_adds_the_rest(rule: str) -> None:
     # the issue's case: Shirt and Tops listed, Shirt passes, Tops does not
     listed = {"/t/shirt": 1.0, "/t/tops": 1.0}
     cleaned = {"/t/shirt": 0.9, "/t/tops": 0.2, "/t/long": 0.1, "/t/clothing": 0.3}
@@ -199,7 +217,7 @@ def test_a_kept_child_keeps_its_listed_parent_and_adds_the_rest() -> None:
     assert result.cleaned_labels == ["/t/shirt", "/t/clothing", "/t/tops", "/t/long"]
 
 
-def test_an_added_child_adds_ancestors_on_every_path_of_the_dag() -> None:
+def test_an_added_child_adds_ancestors_on_every_path_of_the_dag(rule: str) -> None:
     _, out = clean({}, {"/t/boot": 0.7, "/t/tops": 0.1})
     assert out == {
         "/t/boot": ("added", None),
@@ -208,7 +226,7 @@ def test_an_added_child_adds_ancestors_on_every_path_of_the_dag() -> None:
     }
 
 
-def test_a_removed_parent_removes_its_listed_children_below_threshold() -> None:
+def test_a_removed_parent_removes_its_listed_children_below_threshold(rule: str) -> None:
     listed = {"/t/tops": 1.0, "/t/long": 1.0, "/t/shirt": 0.8, "/t/tshirt": 0.6}
     cleaned = {"/t/tops": 0.1, "/t/long": 0.3, "/t/shirt": 0.4, "/t/tshirt": 0.2}
     result, out = clean(listed, cleaned)
@@ -216,7 +234,7 @@ def test_a_removed_parent_removes_its_listed_children_below_threshold() -> None:
     assert result.cleaned_labels == []
 
 
-def test_a_child_above_its_threshold_stays_and_keeps_the_removed_parent() -> None:
+def test_a_child_above_its_threshold_stays_and_keeps_the_removed_parent(rule: str) -> None:
     # Tops would be removed and with it its listed children, but Coat passes its threshold:
     # Coat stays (rule 1) and keeps Long-sleeve and Tops (rule 2); T-shirt goes.
     listed = {"/t/tops": 1.0, "/t/long": 1.0, "/t/coat": 1.0, "/t/tshirt": 1.0}
@@ -231,13 +249,13 @@ def test_a_child_above_its_threshold_stays_and_keeps_the_removed_parent() -> Non
     }
 
 
-def test_reasons_name_every_passing_descendant_best_first() -> None:
+def test_reasons_name_every_passing_descendant_best_first(rule: str) -> None:
     _, out = clean({"/t/tops": 1.0}, {"/t/shirt": 0.6, "/t/coat": 0.8, "/t/tops": 0.4})
     assert out["/t/tops"] == ("kept", "ancestor of /t/coat, /t/shirt")
     assert out["/t/long"] == ("added", "ancestor of /t/coat, /t/shirt")
 
 
-def test_verdicts_are_a_fixed_point_on_random_images() -> None:
+def test_verdicts_are_a_fixed_point_on_random_images(rule: str) -> None:
     """Over many random images: both rules hold on the result, and feeding the result back in
     as the image's labels changes none of them."""
     rng = np.random.default_rng(0)

@@ -7,10 +7,12 @@ import numpy as np
 from ..model.bundle import load_bundle
 from ..model.preprocess import encode_noisy, normalize
 from ..model.runtime import Device, OnnxModel
+from .decision_fit import consistent
 from .evaluate import predict_batches, score
 from .images import load_images, open_source
 from .issue_detection import issue_summary
 from .openimages import DataError, DataFiles, load_dataset
+from .validation import decision_metrics
 
 
 def evaluate_bundle(
@@ -46,10 +48,17 @@ def evaluate_bundle(
         model.run, pixels[rows], test.noisy, lambda p: normalize(p, bundle.input)
     )
     metrics = score(scores, cleaned, test.noisy, test.human, test.known, bundle.thresholds_cleaned)
-    arrays = {"noisy": test.noisy, "human": test.human, "known": test.known, "issue": issue}
+    decision = bundle.require_decision()
+    passes = decision.passes(test.noisy, cleaned, issue, *decision.cuts())
+    arrays = {
+        "noisy": test.noisy, "human": test.human, "known": test.known, "issue": issue,
+        "cleaned": cleaned, "final": consistent(passes, bundle.ancestor_columns),
+    }  # fmt: skip
+    thresholds = {"cleaned": bundle.thresholds_cleaned}
     return {
         **metrics,
         **issue_summary(arrays),
+        **decision_metrics(arrays, thresholds, bundle.ancestor_columns),
         "images": len(rows),
         "skipped_images": len(failures),
         "provider": model.provider,

@@ -55,10 +55,26 @@ class TrainConfig:
     verified_share: float = 0.1  # share of V images in a mixed batch (9:1), exact over batches
     # "batch": every loss term / the batch size (the paper's weights); "per-set": L_clean / |V|
     loss_reduction: LossReduction = "batch"
+    # Folds of V for cross-fitting the issue head and the decision thresholds (training.crossfit):
+    # one network per fold trains the V-using phases without it. 1 = hold out a fifth of V
+    # instead (faster; the head and thresholds then see 100 of the demo's 500 V images).
+    folds: int = 5
+    # The objective of the decision thresholds (training.decision_fit): None = the F1 of the
+    # final label sets; a number = the most true labels at this precision of the final sets.
+    min_precision: float | None = None
+    # The bundle's decision rule (model.decision): "issue" (the default) or "cleaned" (the
+    # paper's: verdicts on c at per-class thresholds).
+    rule: str = "issue"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
+        if self.rule not in ("issue", "cleaned"):
+            raise ValueError(f"rule must be issue or cleaned, not {self.rule!r}")
+        if self.min_precision is not None and not 0 < self.min_precision < 1:
+            raise ValueError(f"min_precision must be above 0 and below 1, not {self.min_precision}")
+        if self.folds < 1:
+            raise ValueError(f"folds must be at least 1, not {self.folds}")
         if self.loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(
                 f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
@@ -264,6 +280,7 @@ def run_phase(
     optimizer_state: dict | None = None,
     on_epoch_end: Callable[[int, torch.optim.Optimizer, object], None] | None = None,
     progress: bool = True,
+    label: str = "",
 ) -> dict[str, float]:
     """Train ``epochs`` passes of one phase; returns its images/s and last loss."""
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + phase_index)
@@ -286,7 +303,7 @@ def run_phase(
             net.backbone.eval()
         bar = tqdm(
             range(stepper.steps),
-            desc=f"{phase} {epoch + 1}/{epochs}",
+            desc=f"{label}{phase} {epoch + 1}/{epochs}",
             unit="step",
             disable=not progress,
             leave=False,

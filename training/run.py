@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..model.config import ModelConfig
-from ..model.export import export_bundle
 from ..model.network import LabelCleaningNet
-from .batches import Part, TrainingData, eval_batches, to_input
+from .batches import TrainingData
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -27,11 +25,8 @@ from .checkpoint import (
     save_checkpoint,
     weights_digest,
 )
-from .evaluate import score
-from .issue_detection import issue_summary
-from .issue_fit import fit_issue_head
+from .finish import finish, first_verified_phase, save_start
 from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
-from .metrics import calibrate_thresholds
 from .openimages import DataError
 
 GPU_RESIDENT_SHARE = 0.25  # keep the decoded data on the GPU when it takes less than this
@@ -55,34 +50,23 @@ def place_data(data: TrainingData, device: torch.device) -> TrainingData:
     return data
 
 
-@torch.no_grad()
-def predict_part(
-    net: LabelCleaningNet, part: Part, device: torch.device, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, cleaned, issue), each (N, d) float32, for every image of ``part``."""
-    net.eval()
-    outputs: list[list[np.ndarray]] = [[], [], []]
-    for x, noisy in eval_batches(part, net.config.input, device, batch_size):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            result = net(x, noisy)
-        for kept, tensor in zip(outputs, result, strict=True):
-            kept.append(tensor.float().cpu().numpy())
-    d = net.config.num_classes
-    empty = np.zeros((0, d), np.float32)
-    s, c, issue = (np.concatenate(o) if o else empty for o in outputs)
-    return s, c, issue
-
-
 def build_network(
     model_cfg: ModelConfig, data: TrainingData, init: Path | None, backbone_weights: Path | None
 ) -> LabelCleaningNet:
     if init is None:
-        return LabelCleaningNet(model_cfg, backbone_weights)
-    net, classes = rebuild(load_checkpoint(init))
-    if [c.id for c in classes] != [c.id for c in data.classes]:
-        raise CheckpointError(f"{init}: its classes differ from the data set's class file")
-    if net.config.cleaner_loss != model_cfg.cleaner_loss:
-        net.set_cleaner_loss(model_cfg.cleaner_loss)  # the run's --cleaner-loss, not init's
+        net = LabelCleaningNet(model_cfg, backbone_weights)
+    else:
+        net, classes = rebuild(load_checkpoint(init))
+        if [c.id for c in classes] != [c.id for c in data.classes]:
+            raise CheckpointError(f"{init}: its classes differ from the data set's class file")
+        if net.config.label_floor != model_cfg.label_floor:  # the run's, not init's
+            net.config.label_floor = net.cleaner.eps = model_cfg.label_floor
+            net.issue_head.eps = model_cfg.label_floor
+        if net.config.cleaner_loss != model_cfg.cleaner_loss:
+            net.set_cleaner_loss(model_cfg.cleaner_loss)  # the run's --cleaner-loss, not init's
+    if data.hierarchy is not None:  # the issue head reads each label's parents and children
+        index = {c.id: i for i, c in enumerate(data.classes)}
+        net.issue_head.set_hierarchy(*data.hierarchy.relative_columns(index))
     return net
 
 
@@ -113,6 +97,8 @@ def train(
     ``resume`` continues the checkpoint's own schedule (see ``resume_schedule``).
     """
     torch.manual_seed(cfg.seed)
+    if cfg.folds > 1:  # cross-fitting uses all of V (training.crossfit)
+        data = data.with_verified(data.all_verified())
     cfg = resolve_schedule(cfg, len(data.noisy_train), len(data.verified))
     device = resolve_device(cfg.device)
     state = load_checkpoint(resume) if resume else None
@@ -135,10 +121,13 @@ def train(
     start_phase, start_epoch = (state["phase_index"], state["epoch"] + 1) if state else (0, 0)
     timings: dict[str, Any] = {}
     started = time.perf_counter()
+    first_v = first_verified_phase(phases)
     for index, (phase, epochs) in enumerate(phases):
         if index < start_phase:
             continue
         first = index == start_phase
+        if index == first_v and not (first and start_epoch > 0):
+            save_start(out, net, data, cfg)  # where the cross-fit's fold networks start
 
         def save(epoch: int, optimizer, scheduler, index=index) -> None:
             save_checkpoint(
@@ -169,7 +158,7 @@ def train(
             on_epoch_end=save,
             progress=progress,
         )
-    report = finish(net, data, cfg, out, device, phases, start, export=export)
+    report = finish(net, data, cfg, out, device, phases, start, export=export, progress=progress)
     report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -272,93 +261,3 @@ def resume_schedule(
 
 def _phases(phases: list) -> str:
     return ", ".join(f"{phase} x{epochs}" for phase, epochs in phases) or "none"
-
-
-def finish(
-    net: LabelCleaningNet,
-    data: TrainingData,
-    cfg: TrainConfig,
-    out: Path,
-    device: torch.device,
-    phases: list,
-    start: dict[str, Any] | None = None,
-    *,
-    export: bool,
-) -> dict[str, Any]:
-    """Fit the issue score and calibrate thresholds on the held-out part of V, evaluate on
-    test, save and export."""
-    issue_fit = fit_issue_head(net, data.calibration, device)
-    cal_s, cal_c, _ = predict_part(net, data.calibration, device)
-    cal_known = data.calibration.known.cpu().numpy().astype(bool)
-    cal_human = data.calibration.human.cpu().numpy()
-    thresholds = {
-        "cleaned": calibrate_thresholds(cal_c, cal_human, cal_known),
-        "scores": calibrate_thresholds(cal_s, cal_human, cal_known),
-        "noisy": calibrate_thresholds(data.calibration.noisy.cpu().numpy(), cal_human, cal_known),
-    }
-    test_s, test_c, test_issue = predict_part(net, data.test, device)
-    test = data.test
-    arrays = {
-        "scores": test_s,
-        "cleaned": test_c,
-        "issue": test_issue,
-        "noisy": test.noisy.cpu().numpy(),
-        "human": test.human.cpu().numpy(),
-        "known": test.known.cpu().numpy() > 0,
-    }
-    np.savez_compressed(out / "test_predictions.npz", **arrays)
-    metrics = score(
-        test_s,
-        test_c,
-        arrays["noisy"],
-        arrays["human"],
-        arrays["known"],
-        thresholds["cleaned"],
-        thresholds["noisy"],
-    )
-    metrics.update(issue_summary(arrays, thresholds["noisy"]))
-    net.cpu()
-    save_checkpoint(
-        out / "checkpoint.pt",
-        net,
-        data.classes,
-        train_config=cfg.to_dict(),
-        phases=phases,
-        phase_index=len(phases),
-        epoch=-1,
-        optimizer=None,
-        thresholds=thresholds,
-        metrics=metrics,
-        done=True,
-        start=start,
-        hierarchy=data.hierarchy.to_list() if data.hierarchy else None,
-    )
-    report: dict[str, Any] = {
-        "mode": cfg.mode,
-        "seed": cfg.seed,
-        "start": start,
-        "metrics": metrics,
-        "thresholds": thresholds,
-        "issue_fit": issue_fit,
-        "sizes": {k: len(p) for k, p in data.parts().items()},
-        "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],
-        "ignored_labels": data.unknown_labels,
-        "hierarchy_edges": len(data.hierarchy.edges) if data.hierarchy else 0,
-    }
-    if export:
-        rows = torch.arange(min(32, len(test)))
-        sample = test.take(rows, torch.device("cpu"))
-        images = to_input(sample.pixels, net.config.input).numpy()
-        bundle = export_bundle(
-            net,
-            out / "bundle",
-            data.classes,
-            sample=(images, sample.noisy.numpy()),
-            thresholds_cleaned=thresholds["cleaned"],
-            thresholds_scores=thresholds["scores"],
-            mode=cfg.mode,
-            metrics=metrics,
-            hierarchy=data.hierarchy,
-        )
-        report["bundle"] = str(bundle.path)
-    return report
