@@ -92,6 +92,29 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "image alike; per-set = L_clean by the batch's V images only (about 10x its batch "
         "weight at 9:1), L_classify by the batch size (the behaviour before this flag)",
     )
+    g.add_argument(
+        "--folds",
+        type=int,
+        default=d.folds,
+        help=f"folds of V for cross-fitting (default {d.folds}): one network per fold trains "
+        "without it, and the issue score and the decision thresholds are fitted on every V "
+        "image as read by a network that never saw it; 1 = hold out a fifth of V instead "
+        "(faster, fits on fewer images)",
+    )
+    g.add_argument(
+        "--min-precision",
+        type=float,
+        help="choose the decision thresholds for the most true labels at this precision of the "
+        "final label sets on V (e.g. 0.9) instead of their best F1 (the default)",
+    )
+    g.add_argument(
+        "--rule",
+        choices=["issue", "cleaned"],
+        default=d.rule,
+        help="the bundle's decision rule: issue (default) = remove a listed label whose "
+        "issue score reaches its remove threshold, add an unlisted one whose issue score "
+        "reaches its add threshold; cleaned = the paper's verdicts on the cleaned score c",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="makes a CPU run repeatable")
     g.add_argument(
         "--device",
@@ -131,6 +154,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "cross-entropy on its logits (keeps a ranking: few ties); l1 = the paper's "
         f"c = clip(y + g, 0, 1) with an L1 loss (default {DEFAULT_CLEANER_LOSS}; "
         "benchmarks/RESULTS.md compares them)",
+    )
+    m.add_argument(
+        "--label-floor",
+        type=float,
+        default=1e-4,
+        help="machine labels are clamped to [floor, 1 - floor] before the logit the bce "
+        "cleaner and the issue score read (default 1e-4)",
     )
     m.add_argument(
         "--image-size",
@@ -204,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_args(p)
     p.add_argument("--out", type=Path, required=True, help="results folder")
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     _train_args(p)
 
@@ -283,8 +313,11 @@ CLEAN_PARSER = dict(
     "folder, file:///path, s3://bucket/prefix/, or another installed fsspec protocol) with its "
     "rows of --labels, an Open Images style CSV (ImageID,Source,LabelName,Confidence), through "
     "the same cleaning code as POST /clean and the job workers, in this process (no Redis). "
-    "Writes to --out: cleaned.csv (ImageID,Source,LabelName,Confidence,Verdict: Source "
-    "labelclean, Confidence the cleaned score, Verdict kept/removed/added), errors.csv "
+    "Writes to --out: cleaned.csv (ImageID,Source,LabelName,Confidence,Verdict,IssueScore,"
+    "Cleaned,Reason: Source labelclean, Confidence the probability that the label is on the "
+    "image, Verdict kept/removed/added by the bundle's decision rule, IssueScore P(wrong) of a "
+    "given label or P(missing) of an added one, Cleaned the paper's c, Reason set when the "
+    "class hierarchy decided), errors.csv "
     "(ImageID,Reason: images that could not be cleaned, CSV rows without an image file) and "
     "summary.json (per class labels kept, removed, added, share removed). Resumable: work is "
     "stored chunk by chunk under --out/_work, and rerunning the same command after an "
@@ -307,8 +340,16 @@ def _clean_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
     p.add_argument(
         "--threshold",
-        help="cleaned-score threshold: one number in [0, 1] for every class, or a JSON object "
-        '{"label id": number} overriding those classes (default: the bundle\'s thresholds)',
+        help="the decision's threshold: one number in [0, 1] for every class, or a JSON object "
+        '{"label id": number} overriding those classes: the cut on the issue score for removing '
+        "and adding (the cleaned score for a bundle of the paper's rule) (default: the "
+        "bundle's thresholds)",
+    )
+    p.add_argument(
+        "--min-precision",
+        type=float,
+        help="use the bundle's thresholds for at least this precision of the final label sets "
+        "(the lowest level at or above it; GET /model or bundle.json lists them)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -341,17 +382,19 @@ REVIEW_PARSER = dict(
     "or not, by its issue score: the probability that a listed label is wrong or that an "
     "unlisted one is missing. Highest first; equal scores by ImageID, then label id. Writes to "
     "--out: review.csv (Rank,ImageID,LabelName,DisplayName,Listed,Confidence,IssueScore,"
-    "Suggested,Verdict,Reason: Listed yes/no, Confidence the machine's, Suggested remove/keep "
-    "for a listed label and add/none for an unlisted one at issue score 0.5, Verdict the "
-    "cleaner's own kept/removed/added, empty for an unlisted label it does not add), "
-    "errors.csv (ImageID,Reason: images that could not be read or decoded), and static HTML "
-    "pages of the top pairs with thumbnails (index.html, page-2.html, ..., thumbs/; open "
-    "index.html in a browser, no server needed).",
+    "Verdict,Reason: Listed yes/no, Confidence the machine's, Verdict the decision as POST "
+    "/clean returns it, kept/removed for a listed label and added/none for an unlisted one, "
+    "Reason /clean's; removed and added pairs are listed whatever --min-issue), errors.csv "
+    "(ImageID,Reason: images that could not be read or decoded), and static HTML pages of the "
+    "top pairs with thumbnails, the image's machine labels and the proposed change "
+    "(index.html, page-2.html, ..., thumbs/; open index.html in a browser, no server needed).",
     epilog="Label Studio (--format label-studio): create a project whose labeling config is "
-    "label-studio-config.xml and import label-studio-tasks.json; each task shows the image "
-    "with the labels suggested after review preselected. Images are referenced as --image-url "
-    "+ file name; the default, /data/local-files/?d=<absolute image folder>/, needs Label "
-    "Studio started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+    "label-studio-config.xml and import label-studio-tasks.json; each task shows the image, its "
+    "machine labels and the proposed change, with the final label set (kept and added) "
+    "preselected and scored by the model's confidence in it; label-studio-view.json is a Data "
+    "Manager tab that sorts and filters max_issue as a number. Images are referenced as "
+    "--image-url + file name; the default, /data/local-files/?d=<absolute image folder>/, "
+    "needs Label Studio started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/ and a Local Storage on the image folder; images "
     "on s3:// keep their URI. Exit status 2 with one line naming the option for bad inputs.",
 )
@@ -391,7 +434,7 @@ def _review_args(p: argparse.ArgumentParser) -> None:
         "--min-issue", type=float, default=0.01,
         help="leave out of review.csv the pairs whose issue score is below this (default 0.01: "
         "every pair with at least a 1%% chance of being wrong or missing; 0 writes every pair, "
-        "images x classes rows)",
+        "images x classes rows); removed and added pairs are always listed",
     )  # fmt: skip
     p.add_argument(
         "--top", type=int, default=1000,
@@ -402,7 +445,9 @@ def _review_args(p: argparse.ArgumentParser) -> None:
         "--format", choices=["csv", "label-studio"], default="csv",
         help="csv (default): review.csv and the HTML pages; label-studio: also "
         "label-studio-tasks.json (one task per image in review.csv, highest issue first, "
-        "with the labels after review as predictions) and label-studio-config.xml",
+        "with the final label set, kept and added, as predictions), label-studio-config.xml "
+        "and label-studio-view.json (a Data Manager tab that sorts and filters max_issue as a "
+        "number)",
     )  # fmt: skip
     p.add_argument(
         "--image-url",

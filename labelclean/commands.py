@@ -46,6 +46,7 @@ def _configs(args: argparse.Namespace, num_classes: int):
         width=args.width,
         noisy_labels=args.noisy_labels,
         cleaner_loss=args.cleaner_loss,
+        label_floor=args.label_floor,
         input=spec,
     )
     from labelclean.cli import SCHEDULE_FLAGS
@@ -55,6 +56,9 @@ def _configs(args: argparse.Namespace, num_classes: int):
         seed=args.seed,
         device=args.device,
         loss_reduction=args.loss_reduction,
+        folds=args.folds,
+        min_precision=args.min_precision,
+        rule=args.rule,
         **{field: getattr(args, field) for field in SCHEDULE_FLAGS},
     )
     return model_cfg, train_cfg
@@ -173,6 +177,7 @@ def benchmark_report(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from labelclean.model.decision import Decision
     from labelclean.model.export import export_bundle
     from labelclean.model.hierarchy import Hierarchy
     from labelclean.training.checkpoint import load_checkpoint, rebuild
@@ -184,6 +189,15 @@ def export(args: argparse.Namespace) -> int:
         "cleaned": [0.5] * len(classes),
         "scores": [0.5] * len(classes),
     }
+    if state.get("decision"):
+        decision = Decision.from_dict(state["decision"], thresholds["cleaned"], len(classes))
+    else:
+        decision = Decision.paper(thresholds["cleaned"])
+        print(
+            f"{args.checkpoint} has no decision thresholds on the issue score (a run from before "
+            "them, or unfinished): the bundle decides by the paper's rule on the cleaned score",
+            file=sys.stderr,
+        )
     if args.data is not None:
         images, noisy = _parity_batch(args, spec, len(classes))
     else:
@@ -197,6 +211,7 @@ def export(args: argparse.Namespace) -> int:
         sample=(images, noisy),
         thresholds_cleaned=thresholds["cleaned"],
         thresholds_scores=thresholds["scores"],
+        decision=decision,
         mode=state.get("train_config", {}).get("mode", ""),
         metrics=state.get("metrics", {}),
         hierarchy=Hierarchy.build(state["hierarchy"], classes) if state.get("hierarchy") else None,
@@ -257,6 +272,7 @@ CLEAN_FLAGS = {
     "labels": "--labels",
     "output": "--out",
     "options.thresholds": "--threshold",
+    "options.min_precision": "--min-precision",
     "options.chunk_size": "--chunk-size",
 }
 
@@ -276,7 +292,9 @@ def clean(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             raise ValueError(f"--threshold: not a number or JSON object: {threshold!r}") from None
     try:
-        options = JobOptions(thresholds=threshold, chunk_size=args.chunk_size)
+        options = JobOptions(
+            thresholds=threshold, min_precision=args.min_precision, chunk_size=args.chunk_size
+        )
         spec = JobSpec(images=args.images, labels=args.labels, output=args.out, options=options)
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -357,9 +375,9 @@ def review(args: argparse.Namespace) -> int:
         f"Model {bundle.path} ({bundle.mode}, sha256 {bundle.sha256[:12]}); data {args.data}, "
         f"{args.split} split: {queue.done.sum()} images cleaned, {len(queue.errors)} failed "
         "(errors.csv).",
-        "Issue score: the probability that a listed label is wrong (suspected wrong) or that "
-        f"an unlisted one is missing (suspected missing); at {rq.ISSUE_THRESHOLD} or above the "
-        "suggestion is remove / add. The full ranking is in review.csv.",
+        "Issue score: the probability that a listed label is wrong or that an unlisted one is "
+        "missing. Verdict: the model's decision, as POST /clean gives it (its remove and add "
+        "thresholds, then the class hierarchy). The full ranking is in review.csv.",
     ]
     pages = write_pages(out, queue, top, per_page=args.per_page,
                         read=lambda image: storage.read_bytes(inputs.images[image]),
@@ -368,8 +386,9 @@ def review(args: argparse.Namespace) -> int:
     line = (
         f"{counts['cleaned']} of {counts['images']} images cleaned, {counts['failed']} failed "
         f"(errors.csv); {written} pairs in review.csv (issue score >= {args.min_issue}; "
-        f"flagged: {counts['suspected_wrong']} suspected wrong, {counts['suspected_missing']} "
-        f"suspected missing); top {len(top)} on {pages} HTML page(s) -> {out / 'index.html'}"
+        f"the decision removes {counts['suspected_wrong']} and adds "
+        f"{counts['suspected_missing']}); top {len(top)} on {pages} HTML page(s) -> "
+        f"{out / 'index.html'}"
     )
     if args.format == "label-studio":
         from labelclean.service import review_labelstudio as ls

@@ -14,7 +14,7 @@ other end ``serve`` holds) closes. Settings come from the LABELCLEAN_* environme
 (service.channel frames):
 
     in:  ("classify", id, images, filenames, {"threshold", "top_k"})
-         ("clean", id, images, filenames, {"labels", "threshold"})
+         ("clean", id, images, filenames, {"labels", "threshold", "min_precision"})
     out: ("reply", id, body)  ("error", id, exception)           per request, to its sender
          ("state", ready, reason, providers)                    after loading, and on connect
          ("batch", size, queue_waits, inference_s)              per model run, to one of them

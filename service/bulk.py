@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..model.decision import Decision
 from ..model.labels import InputError, parse_thresholds
 from ..storage import Storage, StorageError
 from . import bulk_io as io
@@ -40,7 +41,7 @@ __all__ = [
     "store_chunk", "validate_spec",
 ]  # fmt: skip
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the decision's options (thresholds, min_precision) key the plan
 VALIDATE_ROWS = 100
 
 
@@ -48,7 +49,17 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thresholds: float | dict[str, float] | None = Field(
-        None, description="cleaned-score threshold for every class, or {label id: threshold}"
+        None,
+        description="the decision's threshold for every class, or {label id: threshold}: the "
+        "cut on the issue score for removing and adding (decision rule issue), or on the "
+        "cleaned score (rule cleaned)",
+    )
+    min_precision: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="use the model's thresholds for at least this precision of the final "
+        "label sets (GET /model decision.min_precision_levels)",
     )
     chunk_size: int | None = Field(None, ge=1, le=100_000, description="images per chunk")
 
@@ -74,10 +85,16 @@ def _field_error(exc: Exception, field: str) -> InputError:
     return exc if isinstance(exc, InputError) else InputError(str(exc), field=field)
 
 
-def validate_spec(spec: JobSpec, storage: Storage, bundle_index: Mapping[str, int] | None) -> None:
+def validate_spec(
+    spec: JobSpec,
+    storage: Storage,
+    bundle_index: Mapping[str, int] | None,
+    decision: Decision | None = None,
+) -> None:
     """Refuse a job whose inputs are missing or malformed, naming the field: images (allowed,
     lists, holds images), labels (exists, header, first rows parse), output (allowed, writable),
-    options.thresholds (against ``bundle_index`` when given)."""
+    options.thresholds (against ``bundle_index`` when given) and options.min_precision
+    (against ``decision`` when given)."""
     for name in ("images", "labels", "output"):
         try:
             storage.check(getattr(spec, name))
@@ -106,6 +123,11 @@ def validate_spec(spec: JobSpec, storage: Storage, bundle_index: Mapping[str, in
     if bundle_index is not None:
         parse_thresholds(thresholds, dict(bundle_index), [0.5] * len(bundle_index),
                          field="options.thresholds")  # fmt: skip
+    if decision is not None and spec.options.min_precision is not None:
+        try:
+            decision.level(spec.options.min_precision)
+        except InputError as exc:
+            raise InputError(str(exc), field="options.min_precision") from None
 
 
 def plan(
@@ -184,7 +206,7 @@ def plan(
 def _plan_key(spec: JobSpec) -> dict[str, Any]:
     thresholds = json.dumps(spec.options.thresholds, sort_keys=True)
     return {"version": PLAN_VERSION, "images": spec.images, "labels": spec.labels,
-            "thresholds": thresholds}  # fmt: skip
+            "thresholds": thresholds, "min_precision": spec.options.min_precision}  # fmt: skip
 
 
 def read_plan(spec: JobSpec, storage: Storage, *, model: str | None = None) -> Plan | None:

@@ -63,6 +63,7 @@ async def process_chunk(
     storage: Storage,
     limits: ImageLimits = DEFAULT_LIMITS,
     thresholds: float | dict[str, float] | str | None = None,
+    min_precision: float | None = None,
     offload: Offload | None = None,
     batch_size: int = 32,
     in_flight: int = 3,
@@ -85,7 +86,7 @@ async def process_chunk(
     async def batch(items: list[ChunkItem]) -> tuple[dict[str, Any], dict[str, str]]:
         async with gate:
             out = await _clean_batch(items, bundle, one_at_a_time, storage, run, limits,
-                                     thresholds, offload)  # fmt: skip
+                                     thresholds, min_precision, offload)  # fmt: skip
         if on_batch is not None:
             on_batch(len(items))
         return out
@@ -112,7 +113,10 @@ async def process_chunk(
             continue
         result.done += 1
         for v in cleaned[item.id].labels:
-            row = (item.id, io.SOURCE, v.id, v.cleaned, v.verdict, v.issue, v.reason or "")
+            row = (
+                item.id, io.SOURCE, v.id, v.confidence, v.verdict, v.issue, v.cleaned,
+                v.reason or "",
+            )  # fmt: skip
             result.rows.append(row)
             counts = result.counts.setdefault(
                 v.id, {"name": v.name, "kept": 0, "removed": 0, "added": 0}
@@ -123,7 +127,7 @@ async def process_chunk(
 
 async def _clean_batch(
     items: list[ChunkItem], bundle: Bundle, predict: Predict, storage: Storage, run: Offload,
-    limits: ImageLimits, thresholds: Any, offload: Offload | None,
+    limits: ImageLimits, thresholds: Any, min_precision: float | None, offload: Offload | None,
 ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
     errors: dict[str, str] = {}
     read = await asyncio.gather(*(run(storage.read_bytes, i.uri) for i in items),
@@ -145,7 +149,7 @@ async def _clean_batch(
         good.append((item, data))
     results, bad = await clean_decodable(
         bundle, [d for _, d in good], [i.labels for i, _ in good], predict=predict,
-        thresholds=thresholds, limits=limits, offload=offload,
+        thresholds=thresholds, min_precision=min_precision, limits=limits, offload=offload,
     )  # fmt: skip
     errors.update({good[k][0].id: reason for k, reason in bad.items()})
     return {good[k][0].id: r for k, r in results.items()}, errors

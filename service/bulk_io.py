@@ -21,10 +21,13 @@ from ..model.labels import InputError
 from ..storage import Storage, StorageError
 
 LABEL_COLUMNS = ("ImageID", "LabelName", "Confidence")  # Source is read but not needed
-# Confidence: the cleaned score c; IssueScore: P(wrong) for a given label, P(missing) for an
-# added one; Reason: why the class hierarchy (not the threshold) decided the verdict, if it did.
+# Confidence: the probability that the label is on the image, which the verdict follows (1 -
+# IssueScore for a given label, IssueScore for an added one; the cleaned score for a bundle of the
+# paper's rule); Verdict: kept, removed or added (model.decision); IssueScore: P(wrong) for a given
+# label, P(missing) for an added one; Cleaned: the paper's cleaned score c; Reason: why the class
+# hierarchy (not the threshold) decided the verdict, if it did.
 RESULT_HEADER = (
-    "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+    "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Cleaned", "Reason",
 )  # fmt: skip
 ERROR_HEADER = ("ImageID", "Reason")
 SOURCE = "labelclean"

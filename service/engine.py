@@ -28,6 +28,7 @@ from PIL import Image
 from ..model.bundle import Bundle, load_bundle
 from ..model.classifying import classify_images
 from ..model.cleaning import ImageLimits, LabelVerdict, clean_images
+from ..model.decision import parse_min_precision
 from ..model.runtime import OnnxModel
 from ..settings import Settings, decode_threads
 from .batcher import BatchObserver, DynamicBatcher
@@ -139,13 +140,14 @@ class Engine:
 
     async def clean(
         self, images: Sequence[bytes], filenames: Sequence[str | None], *,
-        labels: Sequence[str], threshold: str | None = None,
+        labels: Sequence[str], threshold: str | None = None, min_precision: str | None = None,
     ) -> bytes:  # fmt: skip
         """POST /clean's response body (JSON) for these images and their noisy labels."""
         bundle, batcher = self._require_ready()
         async with batcher.expect(len(images)) as predict:
             results = await clean_images(
                 bundle, images, labels, predict=predict, thresholds=threshold,
+                min_precision=parse_min_precision(min_precision),
                 limits=self.limits, offload=self.offload,
             )  # fmt: skip
         return _json(
@@ -170,8 +172,8 @@ class Engine:
 def _verdict(v: LabelVerdict) -> dict[str, Any]:
     return {
         "id": v.id, "name": v.name, "noisy": v.noisy, "cleaned": v.cleaned,
-        "threshold": v.threshold, "verdict": v.verdict, "issue_score": v.issue,
-        "reason": v.reason,
+        "confidence": v.confidence, "threshold": v.threshold, "verdict": v.verdict,
+        "issue_score": v.issue, "reason": v.reason,
     }  # fmt: skip
 
 

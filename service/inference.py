@@ -46,9 +46,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
         "422 unknown_labels",
     },
     "Threshold": {
-        "description": "overrides the bundle's per-class thresholds: one number for every class "
+        "description": "overrides the model's decision thresholds: one number for every class "
         '("0.3"), or a JSON object of label id to number (\'{"/m/01g317": 0.3}\') for those '
-        "classes",
+        "classes. /clean (decision rule issue): the cut on issue_score for both removing a "
+        "listed label and adding an unlisted one (rule cleaned: on the cleaned score); "
+        "/classify: the cut on the classifier's score",
         "oneOf": [
             _unit(),
             {"type": "object", "propertyNames": _ref("LabelId"), "additionalProperties": _unit()},
@@ -133,6 +135,15 @@ CLEAN_BODY = _body(
             "description": "one part per image, in the same order",
         },
         "threshold": _ref("Threshold"),
+        "min_precision": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1,
+            "description": "decide with the thresholds the model chose for at least this "
+            "precision of the final label sets on its verified images (the lowest level at or "
+            "above it, GET /model decision.min_precision_levels) instead of its default "
+            "objective; more precise sets, fewer labels",
+        },
     },
     ["image", "labels"],
 )
@@ -174,8 +185,14 @@ async def classify(request: Request) -> Response:
 async def clean(request: Request) -> Response:
     state: ServiceState = request.app.state.service
     backend = state.require_ready()
-    upload = await read_upload(request, state.settings, fields={"labels", "threshold"})
-    fields = {"labels": upload.many("labels"), "threshold": upload.one("threshold")}
+    upload = await read_upload(
+        request, state.settings, fields={"labels", "threshold", "min_precision"}
+    )
+    fields = {
+        "labels": upload.many("labels"),
+        "threshold": upload.one("threshold"),
+        "min_precision": upload.one("min_precision"),
+    }
     body = await backend.request("clean", upload.images, upload.filenames, fields)
     state.metrics.images.labels("/clean").inc(len(upload.images))
     return Response(body, media_type="application/json")

@@ -171,6 +171,7 @@ class JobHandler:
             result = await bulk.process_chunk(
                 chunk, bundle=self.bundle, predict=self._predict, storage=self.storage,
                 limits=self.limits, thresholds=spec.options.thresholds,
+                min_precision=spec.options.min_precision,
                 offload=self._io.run, batch_size=self.settings.worker_batch_size,
             )  # fmt: skip
             if self.test_delay_s:

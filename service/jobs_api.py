@@ -149,7 +149,11 @@ async def create_job(
     bundle = request.app.state.service.bundle
     try:
         await asyncio.to_thread(
-            bulk.validate_spec, spec, jobs.storage, bundle.index if bundle else None
+            bulk.validate_spec,
+            spec,
+            jobs.storage,
+            bundle.index if bundle else None,
+            bundle.decision if bundle else None,
         )
     except StorageError as exc:
         raise InvalidInput(str(exc), field=exc.field, code="invalid_uri") from exc
@@ -202,10 +206,12 @@ async def get_job(job_id: str, jobs: JobsDep) -> Job:
     responses={
         200: {
             "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "ImageID,Source,LabelName,Confidence,Verdict,IssueScore,Reason "
-            "(Source labelclean, Confidence the cleaned score, IssueScore the probability that "
-            "a given label is wrong or an added one missing, Reason set when the class "
-            "hierarchy decided the verdict; every given label and every added one)",
+            "description": "ImageID,Source,LabelName,Confidence,Verdict,IssueScore,Cleaned,"
+            "Reason (Source labelclean, Confidence the probability that the label is on the "
+            "image, which the verdict follows, IssueScore the probability that a given label "
+            "is wrong or an added one missing, Cleaned the paper's cleaned score, Reason set "
+            "when the class hierarchy decided the verdict; every given label and every added "
+            "one)",
         },
         **error_responses(401, 404, 409, 503),
     },

@@ -13,7 +13,7 @@ router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 
 
 @router.get(
-    "/model", summary="Bundle metadata, classes, thresholds, provider, input spec",
+    "/model", summary="Bundle metadata, classes, decision rule, thresholds, provider, input spec",
     responses=error_responses(401, 503),
 )  # fmt: skip
 async def model_info(state: State) -> ModelInfo:
@@ -36,5 +36,8 @@ async def model_info(state: State) -> ModelInfo:
             "max_pixels": s.max_pixels,
             "allowed_formats": list(s.allowed_formats),
         },
-        **{k: meta[k] for k in ("format", "mode", "sha256", "classes", "thresholds", "metrics")},
+        **{
+            k: meta[k]
+            for k in ("format", "mode", "sha256", "classes", "thresholds", "decision", "metrics")
+        },
     )

@@ -70,7 +70,7 @@ def run_offline(
     before it stored."""
     storage = storage or Storage.local()
     bundle = load_bundle(bundle_path)
-    validate_spec(spec, storage, bundle.index)
+    validate_spec(spec, storage, bundle.index, bundle.decision)
     job = plan(spec, storage, chunk_size=chunk_size, label_index=bundle.index, model=bundle.sha256)
     todo = [n for n in range(job.chunks) if not chunk_stored(spec, storage, n)]
     model = OnnxModel(bundle, device=device)
@@ -96,7 +96,8 @@ def run_offline(
                         chunk = await offload(load_chunk, spec, storage, n)
                         result = await process_chunk(
                             chunk, bundle=bundle, predict=predict, storage=storage,
-                            limits=limits, thresholds=spec.options.thresholds, offload=offload,
+                            limits=limits, thresholds=spec.options.thresholds,
+                            min_precision=spec.options.min_precision, offload=offload,
                             batch_size=batch_size, on_batch=bar.update,
                         )  # fmt: skip
                     if storing is not None:

@@ -8,7 +8,8 @@ server with schemathesis from the served document (every check, valid and invali
 
 openapi.yaml holds for every server. Some of what a server accepts depends on its model and
 settings, so the file cannot say it: the label ids (its classes), top_k (at most its class
-count), the image count (its max_images) and formats (its allowed_formats). ``served_document``
+count), the image count (its max_images) and formats (its allowed_formats), the highest
+min_precision (its decision's levels). ``served_document``
 narrows the file to one server with these, and adds what JSON Schema can say only once the
 label ids are known: each label at most once per image. Two things the server checks stay out of
 both: that an image part decodes (in an allowed format, within max_pixels), and that /clean has
@@ -42,9 +43,13 @@ def openapi_document() -> dict[str, Any]:
     return document
 
 
-def served_document(settings: Settings, label_ids: Sequence[str]) -> dict[str, Any]:
+def served_document(
+    settings: Settings, label_ids: Sequence[str], min_precision_levels: Sequence[float] = ()
+) -> dict[str, Any]:
     """``openapi_document()`` narrowed to what a server with ``settings`` accepts when its model's
-    classes are ``label_ids``: every request it describes passes the server's own checks."""
+    classes are ``label_ids`` and its decision carries thresholds for ``min_precision_levels``
+    (a request's min_precision may be at most the highest): every request it describes passes
+    the server's own checks."""
     document = copy.deepcopy(openapi_document())
     schemas = document["components"]["schemas"]
     ids = list(label_ids)
@@ -62,6 +67,8 @@ def served_document(settings: Settings, label_ids: Sequence[str]) -> dict[str, A
             body["properties"]["top_k"]["maximum"] = len(ids)
         if "labels" in body["properties"]:  # one per image
             body["properties"]["labels"]["maxItems"] = settings.max_images
+        if "min_precision" in body["properties"] and min_precision_levels:
+            body["properties"]["min_precision"]["maximum"] = max(min_precision_levels)
     return document
 
 
@@ -105,8 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from ..model.bundle import load_bundle
 
-        classes = load_bundle(args.model).classes
-        document = served_document(Settings(model=args.model), [c.id for c in classes])
+        bundle = load_bundle(args.model)
+        document = served_document(
+            Settings(model=args.model),
+            [c.id for c in bundle.classes],
+            bundle.require_decision().min_precision_levels,
+        )
     sys.stdout.write(to_yaml(document))
 
 

@@ -42,21 +42,33 @@ class LabelVerdict(BaseModel):
     name: str
     noisy: float = Field(description="the request's value: confidence (1 for a bare id), or 0")
     cleaned: float = Field(
-        description="cleaned score c = clip(y + g(y, f), 0, 1), or sigmoid(logit(y) + g(y, f)) "
-        "for a model trained with the bce cleaner loss"
+        description="the paper's cleaned score c = sigmoid(logit(y) + g(y, f)) (bce cleaner), "
+        "or clip(y + g(y, f), 0, 1) (l1, the paper's); the verdict follows it only for a model "
+        "whose decision rule is cleaned (GET /model decision.rule)"
     )
-    threshold: float
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description="the probability that the label is on the image, which the verdict "
+        "follows: 1 - issue_score for a given label, issue_score for an added one (decision "
+        "rule cleaned: the cleaned score)",
+    )
+    threshold: float = Field(
+        description="the cut the verdict compared against: a given label is removed when "
+        "issue_score >= threshold, an unlisted one added when issue_score >= threshold "
+        "(decision rule cleaned: kept or added when cleaned >= threshold)"
+    )
     verdict: Literal["kept", "removed", "added"]
     issue_score: float = Field(
         ge=0,
         le=1,
         description="label-issue score: for a given label the probability that it is wrong, "
-        "for an added one that it was missing; calibrated on held-out human labels, so it "
-        "ranks labels for review (highest first) without ties",
+        "for an added one that it was missing; fitted on human-verified images the model did "
+        "not train on, so it ranks labels for review (highest first) without ties",
     )
     reason: str | None = Field(
         None,
-        description="null when the label's own threshold decided the verdict; otherwise why, "
+        description="null when the label's own score decided the verdict; otherwise why, "
         'e.g. "ancestor of /lc/shirt": the class hierarchy keeps or adds every ancestor of a '
         "kept or added label",
     )
@@ -77,8 +89,8 @@ class CleanedImage(BaseModel):
     cleaned_labels: list[str] = Field(description="ids of the labels after cleaning")
     suspected_missing: list[SuspectedLabel] = Field(
         description="labels neither given nor added whose issue score is at least 0.5 (more "
-        "likely on the image than not; the cleaned score stayed under its threshold), most "
-        "likely first: candidates for review, not part of cleaned_labels"
+        "likely on the image than not, but under the add threshold, e.g. for a min_precision), "
+        "most likely first: candidates for review, not part of cleaned_labels"
     )
 
 
@@ -107,7 +119,15 @@ class ModelInfo(BaseModel):
     sha256: str
     input: InputSpecInfo
     classes: list[dict[str, str]] = Field(description='[{"id": ..., "name": ...}] in model order')
-    thresholds: dict[str, list[float]] = Field(description="per class: cleaned and scores")
+    thresholds: dict[str, list[float]] = Field(
+        description="per class: cleaned (the paper's rule on c) and scores (/classify)"
+    )
+    decision: dict[str, Any] = Field(
+        description="how /clean decides: rule (issue, or cleaned: the paper's), objective (f1, "
+        "or min_precision=P), per class the remove and add thresholds on the issue score and "
+        "whether the class has its own (per_class), and min_precision_levels: the minimum "
+        "precisions a request may ask for"
+    )
     metrics: dict[str, Any] = Field(description="training metrics recorded in the bundle")
     batching: dict[str, float]
     limits: dict[str, Any]

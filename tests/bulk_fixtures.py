@@ -93,9 +93,10 @@ def onnx(bundle: Bundle) -> OnnxModel:
 
 
 def clean_rows(bundle: Bundle, onnx: OnnxModel, data: bytes, labels: list[dict], **kw) -> list:
-    """What the /clean path gives for one image: (LabelName, cleaned, verdict, issue) rows."""
+    """What the /clean path gives for one image: (LabelName, confidence, verdict, issue,
+    cleaned) rows."""
     (result,) = clean_images_sync(bundle, [data], [labels], predict=onnx.run, **kw)
-    return [(v.id, v.cleaned, v.verdict, v.issue) for v in result.labels]
+    return [(v.id, v.confidence, v.verdict, v.issue, v.cleaned) for v in result.labels]
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -105,19 +106,20 @@ def read_csv(path: Path) -> list[list[str]]:
 
 def rows_by_image(rows: list[list[str]]) -> dict[str, list[tuple[str, float, str, float]]]:
     """cleaned.csv rows (after the header) grouped by image, in file order:
-    (LabelName, cleaned, verdict, issue score)."""
-    out: dict[str, list[tuple[str, float, str, float]]] = {}
-    for image, source, label, confidence, verdict, issue, _reason in rows:
+    (LabelName, confidence, verdict, issue score, cleaned)."""
+    out: dict[str, list[tuple[str, float, str, float, float]]] = {}
+    for image, source, label, confidence, verdict, issue, cleaned, _reason in rows:
         assert source == "labelclean"
-        out.setdefault(image, []).append((label, float(confidence), verdict, float(issue)))
+        row = (label, float(confidence), verdict, float(issue), float(cleaned))
+        out.setdefault(image, []).append(row)
     return out
 
 
 def assert_same_as_clean(got: list[tuple], want: list[tuple]) -> None:
     """Same labels, verdicts and order; scores equal up to batch-size float noise."""
     assert [(g[0], g[2]) for g in got] == [(w[0], w[2]) for w in want]
-    assert [g[1] for g in got] == pytest.approx([w[1] for w in want], abs=2e-6)
-    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], abs=2e-6)
+    for column in (1, 3, 4):  # confidence, issue score, cleaned score
+        assert [g[column] for g in got] == pytest.approx([w[column] for w in want], abs=2e-6)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,8 @@ def check_results(files: JobFiles, out: Path, bundle, onnx, summary: dict, **kw)
     """cleaned.csv per image == the /clean path; errors.csv lists the rest; summary counts."""
     cleaned = read_csv(out / "cleaned.csv")
     assert cleaned[0] == [
-        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Cleaned",
+        "Reason",
     ]  # fmt: skip
     got = rows_by_image(cleaned[1:])
     for image in files.good:

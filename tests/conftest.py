@@ -56,6 +56,8 @@ FAST_TRAIN = [
     "4",
     "--feature-dim",
     "16",
+    "--folds",
+    "2",
     "--quiet",
 ]
 

@@ -261,10 +261,11 @@ def assert_results_equal_clean(
     """Every image's rows in the job's results are what POST /clean answers for it."""
     header, *rows = list(csv.reader(io.StringIO(results.decode())))
     assert header == [
-        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Cleaned",
+        "Reason",
     ]  # fmt: skip
     found: dict[str, list[tuple[str, float, str]]] = {}
-    for image, source, label, confidence, verdict, _issue, _reason in rows:
+    for image, source, label, confidence, verdict, _issue, _cleaned, _reason in rows:
         assert source == "labelclean"
         found.setdefault(image, []).append((label, float(confidence), verdict))
     ids = sorted(images)
@@ -278,7 +279,9 @@ def assert_results_equal_clean(
         assert answer.status_code == 200, answer.text
         for image, result in zip(batch, answer.json()["results"], strict=True):
             if result["labels"]:
-                expected[image] = [(v["id"], v["cleaned"], v["verdict"]) for v in result["labels"]]
+                expected[image] = [
+                    (v["id"], v["confidence"], v["verdict"]) for v in result["labels"]
+                ]
     assert sorted(found) == sorted(expected)
     for image, rows_expected in expected.items():
         got = found[image]

@@ -172,9 +172,9 @@ def dataset() -> Dataset:
 
 
 @pytest.fixture(scope="session")
-def reference(bundle_dir: Path, dataset: Dataset) -> dict[str, list[tuple[str, float, str, float]]]:
-    """ImageID -> [(label, cleaned score, verdict, issue score)] from model.cleaning in this
-    process (the bundle's thresholds), for the images that have rows."""
+def reference(bundle_dir: Path, dataset: Dataset) -> dict[str, list[tuple]]:
+    """ImageID -> [(label, confidence, verdict, issue score, cleaned score)] from model.cleaning
+    in this process (the bundle's thresholds), for the images that have rows."""
     from labelclean.model.bundle import load_bundle
     from labelclean.model.cleaning import clean_images_sync
     from labelclean.model.runtime import OnnxModel
@@ -187,7 +187,7 @@ def reference(bundle_dir: Path, dataset: Dataset) -> dict[str, list[tuple[str, f
         bundle, [dataset.images[i] for i in ids], labels, predict=model.run
     )  # fmt: skip
     return {
-        image: [(v.id, v.cleaned, v.verdict, v.issue) for v in result.labels]
+        image: [(v.id, v.confidence, v.verdict, v.issue, v.cleaned) for v in result.labels]
         for image, result in zip(ids, results, strict=True)
         if result.labels
     }

@@ -41,16 +41,16 @@ def spec(bucket: str, out: str, **options: object) -> dict:
             "output": f"{bucket}/{out}/", "options": options}  # fmt: skip
 
 
-def rows_by_image(csv_rows: list[list[str]]) -> dict[str, list[tuple[str, float, str, float]]]:
-    """ImageID -> [(label, cleaned score, verdict, issue score)] in file order; each image's
-    rows must be one run (an image listed twice would show up as a second run)."""
-    found: dict[str, list[tuple[str, float, str, float]]] = defaultdict(list)
+def rows_by_image(csv_rows: list[list[str]]) -> dict[str, list[tuple]]:
+    """ImageID -> [(label, confidence, verdict, issue score, cleaned score)] in file order; each
+    image's rows must be one run (an image listed twice would show up as a second run)."""
+    found: dict[str, list[tuple[str, float, str, float, float]]] = defaultdict(list)
     runs: list[str] = []
-    for image, source, label, confidence, verdict, _issue, _reason in csv_rows:
+    for image, source, label, confidence, verdict, issue, cleaned, _reason in csv_rows:
         assert source == "labelclean"
         if not runs or runs[-1] != image:
             runs.append(image)
-        found[image].append((label, float(confidence), verdict, float(_issue)))
+        found[image].append((label, float(confidence), verdict, float(issue), float(cleaned)))
     assert len(runs) == len(set(runs)), "an image's rows appear in more than one place"
     return dict(found)
 
@@ -61,7 +61,7 @@ def assert_same(found: dict, reference: dict) -> None:
     for image, expected in reference.items():
         got = found[image]
         assert [(row[0], row[2]) for row in got] == [(row[0], row[2]) for row in expected], image
-        for column in (1, 3):  # cleaned score, issue score
+        for column in (1, 3, 4):  # confidence, issue score, cleaned score
             assert [row[column] for row in got] == pytest.approx(
                 [row[column] for row in expected], abs=1e-5
             ), image
@@ -116,13 +116,14 @@ def test_a_job_over_a_bucket_matches_clean_image_by_image(
             )  # fmt: skip
             assert answer.status_code == 200, answer.text
             for image, result in zip(batch, answer.json()["results"], strict=True):
-                expected = [(v["id"], v["cleaned"], v["verdict"]) for v in result["labels"]]
+                expected = [(v["id"], v["confidence"], v["verdict"]) for v in result["labels"]]
                 got = by_image.get(image, [])
                 assert [row[:3] for row in got] == expected, image
                 issues = [v["issue_score"] for v in result["labels"]]
                 assert [row[3] for row in got] == pytest.approx(issues, abs=1e-6), image
     assert header == [
-        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Reason",
+        "ImageID", "Source", "LabelName", "Confidence", "Verdict", "IssueScore", "Cleaned",
+        "Reason",
     ]  # fmt: skip
     assert set(by_image) <= set(dataset.images)  # nothing for the corrupt or missing images
     assert done["state"] == "completed" and done["error"] is None

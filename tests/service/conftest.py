@@ -55,10 +55,24 @@ def images() -> list[bytes]:
     return [png(p) for p in fashion_pixels(12)]
 
 
-def _tiny_bundle(out: Path, classes: list, adjust: Callable, scores_threshold: float, **export):
+def tiny_decision(d: int, rule: str = "issue"):
+    """The test bundles' decision: remove and add at an issue score of 0.5 (cleaned 0.5 for the
+    paper's rule); for min_precision 0.9, remove from 0.2 and add from 0.8."""
+    from labelclean.model.decision import Decision
+
+    half, low, high = np.full(d, 0.5), np.full(d, 0.2), np.full(d, 0.8)
+    levels = {0.5: (half, half), 0.9: (low, high)}
+    return Decision(rule, "f1", half, half, half, np.zeros(d, bool), levels)  # type: ignore[arg-type]
+
+
+def _tiny_bundle(
+    out: Path, classes: list, adjust: Callable, scores_threshold: float, rule: str = "issue",
+    **export: object,
+):  # fmt: skip
     """A tiny joint network over ``classes`` with the paper's clipped cleaner (with y = 0 its
-    residual alone can add a label), its weights changed by ``adjust(net)``, exported with
-    labelclean.model.export to ``out`` (cleaned thresholds 0.5)."""
+    residual alone can add a label) and the unfitted issue head (it follows the cleaner), its
+    weights changed by ``adjust(net)``, exported with labelclean.model.export to ``out``
+    (``tiny_decision``: remove and add at an issue score of 0.5; cleaned thresholds 0.5)."""
     import torch
     from labelclean.model.config import ModelConfig
     from labelclean.model.export import export_bundle
@@ -77,7 +91,8 @@ def _tiny_bundle(out: Path, classes: list, adjust: Callable, scores_threshold: f
     )
     export_bundle(
         net, out, classes, sample=sample, thresholds_cleaned=[0.5] * len(classes),
-        thresholds_scores=[scores_threshold] * len(classes), mode="joint", **export,
+        thresholds_scores=[scores_threshold] * len(classes), mode="joint",
+        decision=tiny_decision(len(classes), rule), **export,
     )  # fmt: skip
     return out
 

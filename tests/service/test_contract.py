@@ -4,7 +4,8 @@ are answered, those it forbids are refused with a 4xx, nothing is a 5xx, every r
 documented.
 
 The live run is driven from the served document (service.openapi): openapi.yaml narrowed to the
-test server's model and settings (its label ids, class count, max_images and image formats),
+test server's model and settings (its label ids, class count, max_images, image formats and
+highest min_precision),
 with schemathesis' multipart encoding adapted in schemathesis_hooks.py."""
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from schemathesis.config import SchemathesisConfig
 from labelclean.settings import Settings
 
 from . import schemathesis_hooks  # noqa: F401 - registers the multipart encoding
-from .conftest import AUTH, CLASSES, MAIN_ENV, Server
+from .conftest import AUTH, CLASSES, MAIN_ENV, Server, tiny_decision
 
 CONTRACT = Path(__file__).resolve().parents[2] / "openapi.yaml"
 MAIN = Settings(**{k.removeprefix("LABELCLEAN_").lower(): v for k, v in MAIN_ENV.items()})
 IDS = [i for i, _ in CLASSES]  # the test bundle's label ids
+LEVELS = tiny_decision(len(IDS)).min_precision_levels  # the minimum precisions it can meet
 
 
 def test_app_schema_is_the_contract() -> None:
@@ -51,11 +53,13 @@ def test_contract_paths() -> None:
 def test_served_document_only_narrows_the_contract() -> None:
     """The served document is openapi.yaml with constraints added (and the allowed image types
     a subset of the listed ones): everything the contract says still holds in it."""
-    served = served_document(MAIN, IDS)
+    served = served_document(MAIN, IDS, LEVELS)
 
     def check(wide: Any, narrow: Any, where: str) -> None:
         if where.endswith("/encoding/image/contentType"):
             assert set(narrow.split(", ")) <= set(wide.split(", ")), where
+        elif where.endswith("/maximum"):
+            assert narrow <= wide, where
         elif isinstance(wide, dict):
             assert isinstance(narrow, dict) and wide.keys() <= narrow.keys(), where
             for key, value in wide.items():
@@ -72,12 +76,13 @@ def test_served_document_only_narrows_the_contract() -> None:
     assert clean["schema"]["properties"]["labels"]["maxItems"] == 16
     classify = served["paths"]["/classify"]["post"]["requestBody"]["content"]
     assert classify["multipart/form-data"]["schema"]["properties"]["top_k"]["maximum"] == 10
+    assert clean["schema"]["properties"]["min_precision"]["maximum"] == max(LEVELS)
 
 
 config = SchemathesisConfig.from_path(Path(__file__).with_name("schemathesis.toml"))
 # /jobs needs Redis and a bucket, which this server lacks: tests/jobs/test_jobs_contract.py
 # drives those operations against a server that has both.
-served = served_document(MAIN, IDS)
+served = served_document(MAIN, IDS, LEVELS)
 schema = schemathesis.openapi.from_dict(served, config=config).exclude(path_regex="^/jobs")
 schema.config.update(headers=AUTH)  # schemathesis run -H "Authorization: Bearer ..."
 schema.config.checks.update(included_check_names=["all"])  # --checks all

@@ -81,16 +81,16 @@ def test_clean_verdicts(server: Server, images, reference) -> None:
     noisy = np.zeros(len(IDS), np.float32)
     noisy[[0, 1, 7, 5]] = [1.0, 0.6, 1.0, 0.2]
     _, cleaned, issue = reference(images[4], noisy)
-    expected = {}  # model.cleaning's rule, applied to the reference's cleaned scores
+    expected = {}  # the decision rule (model.decision), applied to the reference's issue scores
     for i, label in enumerate(IDS):
-        present, passes = noisy[i] > 0, cleaned[i] >= 0.5
-        if present:
-            expected[label] = "kept" if passes else "removed"
-        elif passes:
+        flagged = issue[i] >= 0.5  # the test bundle's remove and add thresholds
+        if noisy[i] > 0:
+            expected[label] = "removed" if flagged else "kept"
+        elif flagged:
             expected[label] = "added"
-    # this image and these labels give every verdict, each cleaned score well off the threshold
+    # this image and these labels give every verdict, each issue score well off the threshold
     assert set(expected.values()) == {"kept", "removed", "added"}, expected
-    assert np.abs(cleaned - 0.5).min() > 0.05
+    assert np.abs(issue - 0.5).min() > 0.02
     with server.client() as c:
         r = c.post("/clean", files=files(images[4]), data={"labels": json.dumps(given)})
     assert r.status_code == 200, r.text
@@ -103,26 +103,61 @@ def test_clean_verdicts(server: Server, images, reference) -> None:
         assert v["threshold"] == 0.5
         # the model's issue score: P(wrong) for a given label, P(missing) for an added one
         assert v["issue_score"] == pytest.approx(float(issue[i]), rel=1e-6, abs=1e-9)
+        # confidence: P(on the image), what the verdict follows
+        present = 1 - issue[i] if noisy[i] > 0 else issue[i]
+        assert v["confidence"] == pytest.approx(float(present), rel=1e-6, abs=1e-9)
     assert len({v["issue_score"] for v in result["labels"]}) == len(result["labels"])
-    listed = [v["cleaned"] for v in result["labels"]]
-    assert listed == sorted(listed, reverse=True)  # highest cleaned score first
+    likeliest = [v["confidence"] for v in result["labels"]]
+    assert likeliest == sorted(likeliest, reverse=True)  # likeliest first
     assert result["cleaned_labels"] == [
         v["id"] for v in result["labels"] if v["verdict"] != "removed"
     ]
 
 
 def test_clean_threshold_override_turns_verdicts(server: Server, images) -> None:
+    """``threshold`` is the cut on the issue score, for removing and adding alike: at 0 every
+    given label is removed and every other added; at 1 (only an issue score of exactly 1
+    reaches it) the given labels stay and nothing is added; per label, only that one moves."""
     data = {"labels": json.dumps([IDS[2]])}
     with server.client() as c:
-        everything = c.post("/clean", files=files(images[5]), data={**data, "threshold": "0"})
-        nothing = c.post("/clean", files=files(images[5]), data={**data, "threshold": "1"})
-    verdicts = {v["id"]: v["verdict"] for v in everything.json()["results"][0]["labels"]}
-    assert verdicts == {i: "kept" if i == IDS[2] else "added" for i in IDS}
-    for v in nothing.json()["results"][0]["labels"]:  # only a cleaned score of 1 passes 1
-        if v["id"] == IDS[2]:
-            assert v["verdict"] == ("kept" if v["cleaned"] >= 1 else "removed")
-        else:
-            assert v["verdict"] == "added" and v["cleaned"] == 1.0
+        zero = c.post("/clean", files=files(images[5]), data={**data, "threshold": "0"})
+        one = c.post("/clean", files=files(images[5]), data={**data, "threshold": "1"})
+        some = json.dumps({IDS[2]: 0, IDS[4]: 0})
+        one_label = c.post("/clean", files=files(images[5]), data={**data, "threshold": some})
+        default = c.post("/clean", files=files(images[5]), data=data)
+    verdicts = {v["id"]: v["verdict"] for v in zero.json()["results"][0]["labels"]}
+    assert verdicts == {i: "removed" if i == IDS[2] else "added" for i in IDS}
+    assert {
+        (v["id"], v["verdict"], v["threshold"]) for v in one.json()["results"][0]["labels"]
+    } == {(IDS[2], "kept", 1.0)}
+    moved = {v["id"]: v["verdict"] for v in one_label.json()["results"][0]["labels"]}
+    before = {v["id"]: v["verdict"] for v in default.json()["results"][0]["labels"]}
+    assert moved[IDS[2]] == "removed" and moved[IDS[4]] == "added"
+    assert {k: v for k, v in moved.items() if k not in (IDS[2], IDS[4])} == {
+        k: v for k, v in before.items() if k not in (IDS[2], IDS[4])
+    }
+
+
+def test_clean_min_precision_uses_that_levels_thresholds(server: Server, images) -> None:
+    """min_precision picks the bundle's thresholds for the lowest level at or above it (the
+    test bundle: 0.9 -> remove from an issue score of 0.2, add from 0.8); above its highest
+    level it is a 422 naming the field."""
+    labels = json.dumps([IDS[0], IDS[3], IDS[7]])
+    with server.client() as c:
+        strict = c.post("/clean", files=files(images[1]),
+                        data={"labels": labels, "min_precision": "0.85"})  # fmt: skip
+        too_high = c.post("/clean", files=files(images[1]),
+                          data={"labels": labels, "min_precision": "0.95"})  # fmt: skip
+    assert strict.status_code == 200
+    for v in strict.json()["results"][0]["labels"]:
+        listed = v["id"] in (IDS[0], IDS[3], IDS[7])
+        cut = 0.2 if listed else 0.8
+        assert v["threshold"] == pytest.approx(cut)
+        expected = ("removed" if v["issue_score"] >= cut else "kept") if listed else "added"
+        assert v["verdict"] == expected and (listed or v["issue_score"] >= cut)
+    assert too_high.status_code == 422
+    error = too_high.json()["error"]
+    assert error["field"] == "min_precision" and "at most 0.9" in error["message"]
 
 
 def test_clean_several_images_keep_their_own_labels(server: Server, images) -> None:

@@ -15,6 +15,7 @@ import pytest
 from labelclean.model.bundle import LabelClass, label_index, load_bundle
 from labelclean.model.classifying import classify_images
 from labelclean.model.cleaning import clean_images_sync, verdicts
+from labelclean.model.decision import Decision
 from labelclean.model.labels import InputError, parse_labels, parse_thresholds
 from labelclean.model.runtime import OnnxModel
 from labelclean.service.batcher import DynamicBatcher
@@ -63,21 +64,27 @@ def test_parse_thresholds() -> None:
 def test_a_request_override_never_changes_the_bundles_thresholds(bundle_dir: Path, images) -> None:
     """The bundle's index and threshold arrays are built once and shared by every request."""
     bundle = load_bundle(bundle_dir)
-    before = bundle.cleaned_thresholds.tolist()
+    decision = bundle.require_decision()
+    before = decision.remove.tolist(), decision.add.tolist(), bundle.cleaned_thresholds.tolist()
     assert bundle.index is bundle.index and bundle.index["/fm/bag"] == [
         c.id for c in bundle.classes
     ].index("/fm/bag")
     with pytest.raises(ValueError, match="read-only"):
         parse_thresholds(None, bundle.index, bundle.cleaned_thresholds)[0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        decision.cuts()[0][0] = 0.0
     model = OnnxModel(bundle)
-    override = clean_images_sync(
-        bundle, images[:1], ['["/fm/bag"]'], predict=model.run, thresholds="1"
-    )
-    assert bundle.cleaned_thresholds.tolist() == before
-    assert all(v.threshold == 1.0 for v in override[0].labels)
+    for override in ("1", '{"/fm/bag": 1}'):
+        (result,) = clean_images_sync(
+            bundle, images[:1], ['["/fm/bag"]'], predict=model.run, thresholds=override
+        )
+        assert [v.threshold for v in result.labels if v.id == "/fm/bag"] == [1.0]
+    after = decision.remove.tolist(), decision.add.tolist(), bundle.cleaned_thresholds.tolist()
+    assert after == before
     default = clean_images_sync(bundle, images[:1], ['["/fm/bag"]'], predict=model.run)
     assert [v.threshold for v in default[0].labels] == [
-        round(before[bundle.index[v.id]], 6) for v in default[0].labels
+        round(before[0 if v.id == "/fm/bag" else 1][bundle.index[v.id]], 6)
+        for v in default[0].labels
     ]
 
 
@@ -101,15 +108,29 @@ def test_top_k_keeps_the_best_scores_and_breaks_ties_by_class_order(bundle_dir: 
     assert top(5) == [4, 1, 7, 0, 2]
 
 
-def test_verdicts() -> None:
+def test_verdicts_follow_the_issue_score_and_show_c() -> None:
+    """Rule issue: a listed label goes when its issue score reaches its remove threshold, an
+    unlisted one comes when its issue score reaches its add threshold, whatever c says."""
     noisy = np.array([1.0, 0.7, 0.0, 0.0], np.float32)
-    cleaned = np.array([0.9, 0.2, 0.8, 0.1], np.float32)
-    result = verdicts(CLASSES, noisy, cleaned, np.full(4, 0.5, np.float32))
-    assert [(v.id, v.verdict) for v in result.labels] == [
-        ("/x/0", "kept"), ("/x/2", "added"), ("/x/1", "removed")
+    cleaned = np.array([0.2, 0.9, 0.1, 0.8], np.float32)  # c disagrees on every label
+    issue = np.array([0.1, 0.6, 0.7, 0.3], np.float32)
+    remove, add = np.full(4, 0.5, np.float32), np.array([0.5, 0.5, 0.65, 0.5], np.float32)
+    decision = Decision("issue", "f1", remove, add, remove, np.zeros(4, bool))
+    result = verdicts(CLASSES, noisy, cleaned, issue, decision, remove, add)
+    assert [(v.id, v.verdict, v.threshold) for v in result.labels] == [
+        ("/x/0", "kept", 0.5), ("/x/2", "added", 0.65), ("/x/1", "removed", 0.5)
     ]  # fmt: skip
+    assert [v.confidence for v in result.labels] == pytest.approx([0.9, 0.7, 0.4])
+    assert [v.cleaned for v in result.labels] == pytest.approx([0.2, 0.1, 0.9])
     assert result.cleaned_labels == ["/x/0", "/x/2"]
     assert result.labels[2].noisy == 0.7  # the request's value, not its float32 neighbour
+    paper = Decision.paper(remove)  # the paper's rule on the same scores: c decides
+    result = verdicts(CLASSES, noisy, cleaned, issue, paper, remove, remove)
+    assert {v.id: v.verdict for v in result.labels} == {
+        "/x/0": "removed",
+        "/x/1": "kept",
+        "/x/3": "added",
+    }
 
 
 def test_offline_path_matches_the_http_endpoint(server: Server, bundle_dir: Path, images) -> None:
@@ -210,7 +231,7 @@ def test_serve_refuses_a_bad_bundle(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    (tmp_path / "bundle.json").write_text(json.dumps({"format": 2}))
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 3}))
     out = subprocess.run([sys.executable, "-m", "labelclean.cli", "serve", "--model",
                           str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "model.onnx is missing" in out.stderr
