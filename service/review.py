@@ -1,5 +1,6 @@
 """The ranked review queue: every (image, label) pair of a data split's machine-labelled images,
-most likely wrong or missing first. What ``labelclean review`` runs.
+most likely wrong or missing first, with the decision POST /clean makes for it. What
+``labelclean review`` runs.
 
     inputs = read_inputs(bundle, Path("DATA"), split="train")
     queue = clean_split(bundle, inputs, predict=OnnxModel(bundle).run, read=storage.read_bytes)
@@ -8,10 +9,11 @@ most likely wrong or missing first. What ``labelclean review`` runs.
 
 Each image is cleaned with ``model.cleaning.clean_decodable`` (``clean_images``, the code
 behind POST /clean), batch by batch; an image that cannot be read or decoded is listed in
-errors.csv, never fatal.
-A pair's issue score is the model's probability that a listed label is wrong or that an
-unlisted one is missing; at or above ``ISSUE_THRESHOLD`` the queue suggests removing or adding
-it. Equal scores are ordered by ImageID, then label id, so the order is deterministic.
+errors.csv, never fatal. The queue holds one answer per pair, the decision /clean returns:
+``kept`` / ``removed`` for a listed label, ``added`` / ``none`` for an unlisted one (the bundle's
+rule and thresholds, then the class hierarchy). A pair's issue score is the model's probability
+that a listed label is wrong or that an unlisted one is missing: it ranks the pairs, highest
+first, equal scores by ImageID, then label id, so the order is deterministic.
 
 Torch-free.
 """
@@ -29,29 +31,26 @@ from typing import Any, Literal
 import numpy as np
 
 from ..model.bundle import Bundle, LabelClass
-from ..model.cleaning import (
-    ISSUE_THRESHOLD,
-    Arrays,
-    clean_decodable,
-    issue_scores,
-    round_scores,
-)
+from ..model.cleaning import Arrays, clean_decodable, issue_scores, round_scores
 from ..storage import Storage, StorageError
 from ..training.openimages import DataError, read_annotations, read_classes  # torch-free
 from .bulk_io import ERROR_HEADER, image_id
 
 Split = Literal["train", "test"]
 READ_THREADS = 16  # image reads wait on storage (S3 round trips), not on the CPU
-VERDICTS = ("", "kept", "removed", "added")  # the cleaner's verdict codes in Queue.verdicts
+VERDICTS = ("none", "kept", "removed", "added")
+"""The decision codes in Queue.verdicts: /clean's verdicts, and ``none`` (0) for an unlisted label
+that was not added (which /clean does not show)."""
+KEPT, REMOVED, ADDED = (VERDICTS.index(v) for v in ("kept", "removed", "added"))
+NO_CHANGE = "no change"  # Queue.change_text of an image whose labels the decision keeps as they are
 REVIEW_HEADER = (
     "Rank", "ImageID", "LabelName", "DisplayName", "Listed", "Confidence", "IssueScore",
-    "Suggested", "Verdict", "Reason",
+    "Verdict", "Reason",
 )  # fmt: skip
 """Listed: yes when the machine listed the label (Confidence > 0); Confidence: the machine's;
-IssueScore: P(wrong) for a listed label, P(missing) for an unlisted one; Suggested: remove or
-keep (listed), add or none (unlisted), at ISSUE_THRESHOLD; Verdict: the cleaner's own verdict
-(kept, removed, added; empty for an unlisted label it does not add); Reason: why the class
-hierarchy, not the threshold, decided that verdict."""
+IssueScore: P(wrong) for a listed label, P(missing) for an unlisted one; Verdict: the decision,
+as /clean returns it (kept or removed when listed, added when not; none for an unlisted label
+that was not added); Reason: /clean's, why the class hierarchy, not the threshold, decided it."""
 
 
 class ReviewError(ValueError):
@@ -142,7 +141,7 @@ class Queue:
     done: np.ndarray  # (N,) bool: cleaned (the others are in ``errors``)
     noisy: np.ndarray  # (N, d) float32: the machine's confidence, 0 = not listed
     issue: np.ndarray  # (N, d) float32: the issue score of every pair
-    verdicts: np.ndarray  # (N, d) int8: index into VERDICTS
+    verdicts: np.ndarray  # (N, d) int8: index into VERDICTS, the decision
     reasons: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, col) -> reason
     errors: list[tuple[str, str]] = field(default_factory=list)  # (ImageID, reason)
 
@@ -150,11 +149,31 @@ class Queue:
         """The columns of the labels the machine listed for image ``row``."""
         return np.flatnonzero(self.noisy[row] > 0).tolist()
 
-    def suggested(self, row: int) -> list[int]:
-        """Image ``row``'s labels after review: listed ones not suggested for removal, and
-        unlisted ones suggested for addition (columns, in class order)."""
-        listed, flagged = self.noisy[row] > 0, self.issue[row] >= ISSUE_THRESHOLD
-        return np.flatnonzero(listed != flagged).tolist()
+    def cleaned_labels(self, row: int) -> list[int]:
+        """Image ``row``'s final label set, /clean's ``cleaned_labels``: the columns whose
+        verdict is kept or added, in class order (consistent with the class hierarchy)."""
+        return np.flatnonzero(np.isin(self.verdicts[row], (KEPT, ADDED))).tolist()
+
+    def changes(self, row: int) -> tuple[list[int], list[int]]:
+        """The decision's change to image ``row``'s labels: (removed columns, added columns),
+        each in class order."""
+        codes = self.verdicts[row]
+        return np.flatnonzero(codes == REMOVED).tolist(), np.flatnonzero(codes == ADDED).tolist()
+
+    def change_text(self, row: int, names: Sequence[str]) -> str:
+        """Image ``row``'s change as a reviewer reads it, "remove X; add Y" (``names``: a name
+        per class column), or NO_CHANGE."""
+        removed, added = self.changes(row)
+        steps = [f"remove {names[k]}" for k in removed] + [f"add {names[k]}" for k in added]
+        return "; ".join(steps) or NO_CHANGE
+
+    def p_right(self, row: int) -> np.ndarray:
+        """(d,) float64: the model's probability that each class's decision for image ``row`` is
+        right: the issue score for a removed label (P(wrong)) or an added one (P(missing)),
+        1 - the issue score for a kept label or an unlisted one left out."""
+        issue = self.issue[row].astype(np.float64)
+        changed = np.isin(self.verdicts[row], (REMOVED, ADDED))
+        return np.where(changed, issue, 1.0 - issue)
 
 
 def clean_split(
@@ -237,9 +256,11 @@ def _clean_batch(
 
 
 def rank_pairs(queue: Queue, *, min_issue: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of every cleaned image's pair with an issue score >= ``min_issue``,
-    highest score first; equal scores by ImageID, then label id."""
-    rows, cols = np.nonzero(queue.done[:, None] & (queue.issue >= min_issue))
+    """(rows, cols) of every cleaned image's pair with an issue score >= ``min_issue`` or a
+    verdict that changes the labels (removed, added: a label the hierarchy adds may score
+    below it), highest score first; equal scores by ImageID, then label id."""
+    changed = np.isin(queue.verdicts, (REMOVED, ADDED))
+    rows, cols = np.nonzero(queue.done[:, None] & ((queue.issue >= min_issue) | changed))
     label_rank = np.argsort(np.argsort(np.asarray([c.id for c in queue.classes], dtype=object)))
     scores = queue.issue[rows, cols].astype(np.float64)
     order = np.lexsort((label_rank[cols], rows, -scores))  # image_ids are sorted: row = rank
@@ -257,8 +278,7 @@ class Pair:
     listed: bool
     confidence: float  # the machine's, 0 when not listed
     issue: float  # nine significant digits, as /clean returns it
-    suggested: str  # remove / keep (listed), add / none (unlisted)
-    verdict: str  # the cleaner's: kept, removed, added, or "" (unlisted and not added)
+    verdict: str  # the decision: kept, removed (listed), added, none (unlisted)
     reason: str  # the hierarchy's reason for that verdict, if it decided it
     row: int
     col: int
@@ -266,13 +286,6 @@ class Pair:
     @property
     def kind(self) -> str:
         return "suspected wrong" if self.listed else "suspected missing"
-
-
-def suggestion(listed: bool, issue: float) -> str:
-    flagged = issue >= ISSUE_THRESHOLD
-    if listed:
-        return "remove" if flagged else "keep"
-    return "add" if flagged else "none"
 
 
 def pairs(
@@ -287,8 +300,7 @@ def pairs(
         label = queue.classes[col]
         yield Pair(
             first_rank + i, queue.image_ids[row], label.id, label.name, listed, confidences[i],
-            issues[i], suggestion(listed, issues[i]), VERDICTS[codes[i]],
-            queue.reasons.get((row, col), ""), row, col,
+            issues[i], VERDICTS[codes[i]], queue.reasons.get((row, col), ""), row, col,
         )  # fmt: skip
 
 
@@ -301,7 +313,7 @@ def write_review_csv(queue: Queue, rows: np.ndarray, cols: np.ndarray, path: Pat
         for p in pairs(queue, rows, cols):
             writer.writerow([
                 p.rank, p.image, p.label, p.name, "yes" if p.listed else "no", p.confidence,
-                p.issue, p.suggested, p.verdict, p.reason,
+                p.issue, p.verdict, p.reason,
             ])  # fmt: skip
             count += 1
     return count
@@ -316,14 +328,15 @@ def write_errors_csv(errors: Sequence[tuple[str, str]], path: Path) -> None:
 
 
 def summary(queue: Queue, rows: np.ndarray, cols: np.ndarray) -> dict[str, Any]:
-    """Counts for the command's closing line."""
-    flagged = queue.issue[rows, cols] >= ISSUE_THRESHOLD
-    listed = queue.noisy[rows, cols] > 0
+    """Counts for the command's closing line, over the ranked pairs (``rank_pairs``, which holds
+    every change): ``suspected_wrong`` is the number of labels the decision removes,
+    ``suspected_missing`` the number it adds (review.csv's removed and added rows)."""
+    verdicts = queue.verdicts[rows, cols]
     return {
         "images": len(queue.image_ids),
         "cleaned": int(queue.done.sum()),
         "failed": len(queue.errors),
         "pairs": len(rows),
-        "suspected_wrong": int((flagged & listed).sum()),
-        "suspected_missing": int((flagged & ~listed).sum()),
+        "suspected_wrong": int((verdicts == REMOVED).sum()),
+        "suspected_missing": int((verdicts == ADDED).sum()),
     }

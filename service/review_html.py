@@ -5,10 +5,12 @@ open from file:// and can be copied anywhere with their thumbs/ folder.
     pages = write_pages(out, queue, list(pairs(queue, rows[:top], cols[:top])), per_page=50,
                         read=lambda image: storage.read_bytes(uris[image]))
 
-Each entry (a table row ``tr.pair`` whose ``data-*`` attributes repeat review.csv's values):
-rank, thumbnail and ImageID, the label's display name and id, suspected wrong (listed) or
-missing (unlisted), the issue score, the suggested change, the cleaner's verdict, and the
-image's other listed labels. Every value is HTML-escaped. Torch-free.
+Each entry (a table row ``tr.pair`` whose ``data-*`` attributes repeat review.csv's values, and
+the image's machine labels and change): rank, thumbnail and ImageID, the label's display name
+and id, suspected wrong (listed) or missing (unlisted), the issue score, the verdict (the
+decision /clean makes, with its reason), the image's machine labels (display name, id,
+confidence) and the change the decision proposes for the image ("remove X; add Y", or
+"no change"). Every value is HTML-escaped. Torch-free.
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ th { background: #f4f4f4; }
 img { image-rendering: pixelated; border: 1px solid #ccc; display: block; }
 code { font-size: 12px; color: #555; }
 .wrong .kind { color: #b00020; } .missing .kind { color: #0a5; }
-.suggested { font-weight: bold; } .issue { font-variant-numeric: tabular-nums; }
+.verdict { font-weight: bold; } .issue { font-variant-numeric: tabular-nums; }
 nav { margin: 1em 0; } nav a, nav span { margin-right: 0.4em; } nav .current { font-weight: bold; }
 .note { color: #555; }
 """
+LEGEND = (
+    "Verdict: the decision POST /clean makes for the pair (kept or removed for a listed label, "
+    "added or none for an unlisted one). Proposed change: what those verdicts change in the "
+    "image's machine labels."
+)
 
 
 def page_name(page: int) -> str:
@@ -139,11 +146,11 @@ def _page(
 <body>
 <h1>{escape(title)}</h1>
 {head}
-{"".join(f'<p class="note">{escape(n)}</p>' for n in notes)}
+{"".join(f'<p class="note">{escape(n)}</p>' for n in (*notes, LEGEND))}
 {nav}
 <table>
-<thead><tr><th>#</th><th>image</th><th>label</th><th>issue score</th><th>suggested</th>
-<th>cleaner</th><th>other listed labels</th></tr></thead>
+<thead><tr><th>#</th><th>image</th><th>label</th><th>issue score</th><th>verdict</th>
+<th>machine labels</th><th>proposed change</th></tr></thead>
 <tbody>
 {rows}
 </tbody>
@@ -160,19 +167,22 @@ def _row(queue: Queue, p: Pair, thumbs: dict[str, str]) -> str:
         f'<img src="{escape(link)}" alt="image {escape(p.image)}">' if link else "(no thumbnail)"
     )
     confidence = f", machine confidence {p.confidence:g}" if p.listed else ""
-    others = [
-        f"{escape(queue.classes[k].name)} <code>{escape(queue.classes[k].id)}</code> "
+    names = [c.name for c in queue.classes]
+    listed = queue.listed(p.row)
+    machine = [
+        f"{escape(names[k])} <code>{escape(queue.classes[k].id)}</code> "
         f"{float(queue.noisy[p.row, k]):.4g}"
-        for k in queue.listed(p.row)
-        if k != p.col
+        for k in listed
     ]
-    verdict = escape(p.verdict or "-")
+    change = queue.change_text(p.row, names)
+    verdict = escape(p.verdict)
     if p.reason:
         verdict += f"<br><small>{escape(p.reason)}</small>"
     attrs = {
         "data-rank": p.rank, "data-image": p.image, "data-label": p.label,
         "data-listed": "yes" if p.listed else "no", "data-issue": p.issue,
-        "data-suggested": p.suggested, "data-verdict": p.verdict,
+        "data-verdict": p.verdict, "data-machine-labels": ", ".join(names[k] for k in listed),
+        "data-change": change,
     }  # fmt: skip
     data = " ".join(f'{k}="{escape(str(v))}"' for k, v in attrs.items())
     kind = "wrong" if p.listed else "missing"
@@ -184,9 +194,9 @@ def _row(queue: Queue, p: Pair, thumbs: dict[str, str]) -> str:
         f'<code class="label-id">{escape(p.label)}</code>'
         f'<div class="kind">{p.kind}{escape(confidence)}</div></td>'
         f'<td class="issue">{p.issue:.4f}</td>'
-        f'<td class="suggested">{escape(p.suggested)}</td>'
         f'<td class="verdict">{verdict}</td>'
-        f'<td class="others">{"<br>".join(others) or "-"}</td></tr>'
+        f'<td class="machine">{"<br>".join(machine) or "none"}</td>'
+        f'<td class="change">{escape(change)}</td></tr>'
     )
 
 

@@ -1,9 +1,11 @@
 """`labelclean review` on real Fashion-MNIST images and the tiny bundle of the service tests:
-review.csv is ranked by issue score (ties by ImageID, then label id) and holds what
-clean_images_sync gives image by image; the HTML pages list the CSV's top pairs in its order,
-escaped, with local thumbnails and working page links; the Label Studio tasks validate against
-the documented import shape and name the config's choices; bad inputs exit 2 naming the flag;
-no torch."""
+review.csv is ranked by issue score (ties by ImageID, then label id) and its one Verdict per
+pair is what clean_images_sync decides image by image; the HTML pages list the CSV's top pairs
+in its order, escaped, with local thumbnails, the machine's labels, the proposed change and
+working page links; the Label Studio tasks validate against the documented import shape, name
+the config's choices and preselect exactly /clean's final label set (with the class hierarchy:
+no child without its parent), with ``max_issue`` a number and ``score`` the confidence in that
+set; bad inputs exit 2 naming the flag; no torch."""
 
 from __future__ import annotations
 
@@ -20,18 +22,21 @@ from urllib.parse import quote, unquote
 import jsonschema
 import numpy as np
 import pytest
-from labelclean.model.cleaning import ISSUE_THRESHOLD, clean_images_sync
-from labelclean.service.review import Queue, rank_pairs
+from labelclean.model.bundle import LabelClass, load_bundle
+from labelclean.model.cleaning import CleanResult, clean_images_sync
+from labelclean.model.runtime import OnnxModel
+from labelclean.service.review import VERDICTS, Queue, rank_pairs
 from labelclean.service.review_html import thumb_name
+from labelclean.service.review_labelstudio import tasks as ls_tasks
 
 from labelclean.cli import main
 
 from .bulk_fixtures import bundle, bundle_dir, onnx, read_csv  # noqa: F401 - fixtures
-from .service.conftest import CLASSES, fashion_pixels, png
+from .service.conftest import CLASSES, fashion_pixels, hierarchy_bundle_dir, png  # noqa: F401 - a fixture
 
 HEADER = [
     "Rank", "ImageID", "LabelName", "DisplayName", "Listed", "Confidence", "IssueScore",
-    "Suggested", "Verdict", "Reason",
+    "Verdict", "Reason",
 ]  # fmt: skip
 ODD = "odd <b>&\"'id"  # an ImageID that needs escaping in HTML and quoting in URLs
 BROKEN = "broken-truncated"
@@ -51,8 +56,14 @@ TASKS_SCHEMA = {
         "properties": {
             "data": {
                 "type": "object",
-                "required": ["image"],
-                "properties": {"image": {"type": "string", "minLength": 1}},
+                "required": ["image", "image_id", "max_issue", "machine_labels", "changes"],
+                "properties": {
+                    "image": {"type": "string", "minLength": 1},
+                    "image_id": {"type": "string", "minLength": 1},
+                    "max_issue": {"type": "number", "minimum": 0, "maximum": 1},
+                    "machine_labels": {"type": "string", "minLength": 1},
+                    "changes": {"type": "string", "minLength": 1},
+                },
             },
             "predictions": {
                 "type": "array",
@@ -136,6 +147,55 @@ def review_data(tmp_path: Path) -> tuple[Path, dict, dict]:
     return write_data(tmp_path / "data")
 
 
+HIERARCHY_CASES = {
+    "h-0": [("/lc/shirt", 1.0), ("/lc/tops", 1.0)],  # Tops kept for Shirt; 2 ancestors added
+    "h-1": [("/lc/tops", 1.0), ("/lc/long_sleeve", 0.3), ("/lc/shirt", 0.45)],  # all removed
+    "h-2": [("/lc/sneaker", 1.0), ("/lc/bag", 0.2)],  # Bag removed; Footwear, Accessory added
+    "h-3": [("/lc/dress", 1.0), ("/lc/clothing", 1.0), ("/lc/coat", 0.7)],  # Tops added at ~0
+    "h-4": [],  # nothing listed
+}
+"""ImageID -> the machine's (label, confidence) for the hierarchy bundle (service conftest
+``hierarchy_bundle_dir``: its cleaner keeps the labels as given but lowers Tops), chosen so that
+the decisions hold kept, removed and added labels, some of them decided by the hierarchy."""
+
+
+def write_hierarchy_data(root: Path) -> tuple[Path, dict, dict]:
+    """A data folder in Open Images layout over the demo classes, one real image per case of
+    HIERARCHY_CASES. Returns (folder, ImageID -> labels as /clean takes them, -> bytes)."""
+    (root / "images").mkdir(parents=True)
+    data = {i: png(p) for i, p in zip(HIERARCHY_CASES, fashion_pixels(len(HIERARCHY_CASES)),
+                                      strict=True)}  # fmt: skip
+    rows = [("ImageID", "Source", "LabelName", "Confidence")]
+    for image, labels in HIERARCHY_CASES.items():
+        (root / "images" / f"{image}.png").write_bytes(data[image])
+        rows += [(image, "machine", k, repr(c)) for k, c in labels or [("/lc/bag", 0.0)]]
+    with (root / "train-annotations-machine-imagelabels.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    given = {i: [{"label": k, "confidence": c} for k, c in v] for i, v in HIERARCHY_CASES.items()}
+    return root, given, data
+
+
+def p_right(result: CleanResult, index: dict[str, int]) -> np.ndarray:
+    """(d,) P(the decision is right) of every class, from /clean's answer for one image
+    (``index``: label id -> column): the issue score for a removed or added label, 1 - it for a
+    kept one or one left out."""
+    assert result.issue is not None
+    issue = result.issue.astype(np.float64)
+    changed = [index[v.id] for v in result.labels if v.verdict != "kept"]
+    out = 1.0 - issue
+    out[changed] = issue[changed]
+    return out
+
+
+def change_text(result: CleanResult, names: dict[str, str], order: list[str]) -> str:
+    """The change "remove X; add Y" from /clean's verdicts, labels in class ``order``, or
+    "no change"."""
+    verdicts = {v.id: v.verdict for v in result.labels}
+    steps = [f"{verb} {names[k]}" for verb, verdict in (("remove", "removed"), ("add", "added"))
+             for k in order if verdicts.get(k) == verdict]  # fmt: skip
+    return "; ".join(steps) or "no change"
+
+
 def review(bundle_dir: Path, data: Path, out: Path, *extra: str) -> int:  # noqa: F811
     return main(["review", "--model", str(bundle_dir), "--data", str(data), "--out", str(out),
                  *FAST, *extra])  # fmt: skip
@@ -168,22 +228,24 @@ def test_csv_is_ranked_and_holds_what_clean_gives(review_data, bundle_dir, bundl
             assert r[3] == names[label]
             assert r[4] == ("yes" if label in listed else "no")
             assert float(r[5]) == pytest.approx(listed.get(label, 0.0), abs=1e-6)
-            flagged = float(r[6]) >= ISSUE_THRESHOLD
-            want = ("remove" if flagged else "keep") if label in listed else (
-                "add" if flagged else "none")  # fmt: skip
-            assert r[7] == want
-            assert r[8] == (verdicts[label].verdict if label in verdicts else "")
-            if label in verdicts:
-                assert float(r[6]) == pytest.approx(verdicts[label].issue, abs=2e-6)
+            v = verdicts.get(label)
+            assert (r[7], r[8]) == ((v.verdict, v.reason or "") if v else ("none", ""))
+            if v:
+                assert float(r[6]) == pytest.approx(v.issue, abs=2e-6)
+    verdict_counts = {v: sum(r[7] == v for r in rows) for v in VERDICTS}
+    assert all(verdict_counts.values()), verdict_counts  # every decision occurs
     errors = dict(read_csv(out / "errors.csv")[1:])
     assert set(errors) == {BROKEN, GHOST}
     assert errors[BROKEN].startswith("corrupt_image") and errors[GHOST].startswith("no image file")
     printed = capsys.readouterr().out
     assert f"{len(good)} of {len(good) + 2} images cleaned, 2 failed" in printed
-    # The default --min-issue keeps exactly the pairs at or above 0.01, in the same order.
+    assert (f"the decision removes {verdict_counts['removed']} and adds "
+            f"{verdict_counts['added']})") in printed  # fmt: skip
+    # The default --min-issue keeps exactly the pairs at or above 0.01 and the changes, in the
+    # same order.
     assert review(bundle_dir, data, data.parent / "default") == 0
     kept = [r[1:] for r in read_csv(data.parent / "default" / "review.csv")[1:]]
-    assert kept == [r[1:] for r in rows if float(r[6]) >= 0.01]
+    assert kept == [r[1:] for r in rows if float(r[6]) >= 0.01 or r[7] in ("removed", "added")]
     assert 0 < len(kept) < len(rows)
 
 
@@ -221,8 +283,8 @@ class Pages(HTMLParser):
             self.pairs[-1]["text"] += data + " "
 
 
-def test_html_pages_list_the_csvs_top_pairs(review_data, bundle_dir):  # noqa: F811
-    data, _, _ = review_data
+def test_html_pages_list_the_csvs_top_pairs(review_data, bundle_dir, bundle, onnx):  # noqa: F811
+    data, given, images = review_data
     out = data.parent / "out"
     out.mkdir()
     (out / "page-9.html").write_text("left by an earlier, longer run")
@@ -244,13 +306,19 @@ def test_html_pages_list_the_csvs_top_pairs(review_data, bundle_dir):  # noqa: F
     assert not (out / "page-9.html").exists()
     want = rows[:23]
     got = [[p["data-rank"], p["data-image"], p["data-label"], p["data-listed"], p["data-issue"],
-            p["data-suggested"], p["data-verdict"]] for p in seen]  # fmt: skip
-    assert got == [[r[0], r[1], r[2], r[4], r[6], r[7], r[8]] for r in want]
-    names = dict(CLASSES)
+            p["data-verdict"]] for p in seen]  # fmt: skip
+    assert got == [[r[0], r[1], r[2], r[4], r[6], r[7]] for r in want]
+    names, order = dict(CLASSES), [label for label, _ in CLASSES]
     for p, r in zip(seen, want, strict=True):
+        (result,) = clean_images_sync(bundle, [images[r[1]]], [given[r[1]]], predict=onnx.run)
+        listed = [names[k] for k in order if k in {g["label"] for g in given[r[1]]}]
+        assert p["data-machine-labels"] == ", ".join(listed)
+        assert p["data-change"] == change_text(result, names, order)
         kind = "suspected wrong" if r[4] == "yes" else "suspected missing"
-        for text in (r[1], names[r[2]], r[2], kind, f"{float(r[6]):.4f}", r[7]):
+        for text in (r[1], names[r[2]], r[2], kind, f"{float(r[6]):.4f}", r[7], *listed,
+                     p["data-change"]):  # fmt: skip
             assert text in p["text"], (text, p["text"])
+    assert any(p["data-change"] != "no change" for p in seen)
     odd = [p for p in seen if p["data-image"] == ODD]
     if odd:  # escaped in the page, found again by the parser; its thumbnail under a safe name
         assert ODD in odd[0]["text"] and thumb_name(ODD).startswith("id-")
@@ -282,47 +350,77 @@ def choices_config(path: Path) -> tuple[dict, list[str]]:
     return names, [c.get("value") for c in choices.findall("Choice")]
 
 
-def test_label_studio_tasks_validate_and_match_the_config(review_data, bundle_dir):  # noqa: F811
-    data, given, _ = review_data
+def assert_tasks_follow_clean(tasks: list, rows: list, given: dict, images: dict, model,
+                              predict) -> None:  # fmt: skip
+    """Each Label Studio task against /clean's answer for its image (``clean_images_sync``) and
+    review.csv's ``rows``: the preselected choices are exactly the final label set (kept and
+    added), ``max_issue`` is the image's highest issue score, ``score`` the lowest probability
+    that a class's decision is right, ``machine_labels`` and ``changes`` as the verdicts say
+    (``model``: the bundle, ``predict``: its ONNX model's run)."""
+    names, order = {c.id: c.name for c in model.classes}, [c.id for c in model.classes]
+    in_csv = {(r[1], r[2]): r[7] for r in rows}
+    for task in tasks:
+        image = task["data"]["image_id"]
+        (result,) = clean_images_sync(model, [images[image]], [given[image]], predict=predict)
+        (prediction,) = task["predictions"]
+        chosen = [c for r in prediction["result"] for c in r["value"]["choices"]]
+        assert chosen == [names[k] for k in order if k in result.cleaned_labels], image
+        # review.csv gives the same set: every change is in it, so a listed label it leaves out
+        # (below --min-issue) is kept and an unlisted one is not added.
+        listed = {g["label"] for g in given[image]}
+        verdicts = {k: in_csv.get((image, k), "kept" if k in listed else "none") for k in order}
+        assert chosen == [names[k] for k in order if verdicts[k] in ("kept", "added")], image
+        assert task["data"]["max_issue"] == pytest.approx(float(result.issue.max()), abs=2e-6)
+        assert prediction["score"] == pytest.approx(p_right(result, model.index).min(), abs=2e-6)
+        machine = ", ".join(names[k] for k in order if k in listed)
+        assert task["data"]["machine_labels"] == (machine or "none")
+        assert task["data"]["changes"] == change_text(result, names, order)
+
+
+def test_label_studio_tasks_validate_and_match_the_config(review_data, bundle_dir, bundle, onnx):  # noqa: F811
+    data, given, images = review_data
     out = data.parent / "out"
     assert review(bundle_dir, data, out, "--format", "label-studio") == 0
-    tasks = json.loads((out / "label-studio-tasks.json").read_text())
-    jsonschema.validate(tasks, TASKS_SCHEMA)
+    text = (out / "label-studio-tasks.json").read_text()
+    tasks = json.loads(text)
+    jsonschema.validate(tasks, TASKS_SCHEMA)  # max_issue a JSON number, score in [0, 1]
+    assert '"max_issue": "' not in text
     config, values = choices_config(out / "label-studio-config.xml")
     assert values == [name for _, name in CLASSES]  # the bundle's display names
     assert config["multiple"] == "multiple" and config["value"] == "$image"
+    headers = [h.get("value") for h in ET.parse(out / "label-studio-config.xml").iter("Header")]
+    assert headers == ["$image_id", "Machine labels: $machine_labels", "Proposed change: $changes"]
     rows = read_csv(out / "review.csv")[1:]
     in_csv = list(dict.fromkeys(r[1] for r in rows))  # images by their highest issue score
     assert [t["data"]["image_id"] for t in tasks] == in_csv
     assert [t["data"]["max_issue"] for t in tasks] == sorted(
         (t["data"]["max_issue"] for t in tasks), reverse=True
     )
-    names = dict(CLASSES)
-    images = data / "images"
+    images_folder = data / "images"
     for task in tasks:
         image = task["data"]["image_id"]
         assert task["data"]["image"] == "/data/local-files/?d=" + quote(
-            str(images.resolve()).lstrip("/") + f"/{image}.png"
+            str(images_folder.resolve()).lstrip("/") + f"/{image}.png"
         )
         path = unquote(task["data"]["image"].split("?d=")[1])
-        assert path == f"{images.resolve()}/{image}.png"[1:]
-        (prediction,) = task["predictions"]
-        assert prediction["score"] == pytest.approx(1 - task["data"]["max_issue"], abs=1e-6)
-        chosen = [c for r in prediction["result"] for c in r["value"]["choices"]]
-        for r in prediction["result"]:
+        assert path == f"{images_folder.resolve()}/{image}.png"[1:]
+        for r in task["predictions"][0]["result"]:
             assert (r["from_name"], r["to_name"]) == (config["choices"], config["image"])
             assert config["to"] == config["image"]
-        assert set(chosen) <= set(values)
-        # The labels after review: listed ones kept, unlisted ones added (issue >= 0.5). Pairs
-        # below --min-issue are listed ones kept or unlisted ones not added.
-        listed = {g["label"] for g in given[image]}
-        pairs = {r[2]: r[7] for r in rows if r[1] == image}
-        want = {lab for lab in listed if pairs.get(lab, "keep") == "keep"}
-        want |= {lab for lab, s in pairs.items() if s == "add"}
-        assert chosen == [names[lab] for lab, _ in CLASSES if lab in want]
-    # The schema can fail: a result without its choices, or of another type, is refused.
+            assert set(r["value"]["choices"]) <= set(values)
+    assert_tasks_follow_clean(tasks, rows, given, images, bundle, onnx.run)
+    assert any(t["data"]["changes"] != "no change" for t in tasks)
+    view = json.loads((out / "label-studio-view.json").read_text())
+    assert view["data"]["columnsDisplayType"] == {"tasks:data.max_issue": "Number"}
+    assert view["data"]["ordering"] == ["-tasks:data.max_issue"]
+    # The schema can fail: a result without its choices, or max_issue as a string, is refused.
     bad = json.loads(json.dumps(tasks[:1]))
-    bad[0]["predictions"][0]["result"] = [{**bad[0]["predictions"][0]["result"][0], "value": {}}]
+    bad[0]["predictions"][0]["result"] = [{"id": "x", "from_name": "labels", "to_name": "image",
+                                           "type": "choices", "value": {}}]  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, TASKS_SCHEMA)
+    bad = json.loads(json.dumps(tasks[:1]))
+    bad[0]["data"]["max_issue"] = str(bad[0]["data"]["max_issue"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, TASKS_SCHEMA)
     # Another image URL prefix: the file name appended, URL-quoted.
@@ -334,6 +432,62 @@ def test_label_studio_tasks_validate_and_match_the_config(review_data, bundle_di
     assert urls["img-000"] == "http://host:8081/imgs/img-000.png"
     if ODD in urls:
         assert urls[ODD] == "http://host:8081/imgs/" + quote(f"{ODD}.png")
+
+
+def test_label_studio_preselects_no_child_without_its_parent(tmp_path, hierarchy_bundle_dir,  # noqa: F811
+                                                             capsys):  # fmt: skip
+    data, given, images = write_hierarchy_data(tmp_path / "data")
+    out = tmp_path / "out"
+    assert review(hierarchy_bundle_dir, data, out, "--format", "label-studio") == 0
+    printed = capsys.readouterr().out
+    model = load_bundle(hierarchy_bundle_dir)
+    hierarchy = model.hierarchy
+    assert hierarchy is not None
+    tasks = json.loads((out / "label-studio-tasks.json").read_text())
+    jsonschema.validate(tasks, TASKS_SCHEMA)
+    rows = read_csv(out / "review.csv")[1:]
+    by_name = {c.name: c.id for c in model.classes}
+    assert {"h-0", "h-1", "h-2", "h-3"} <= {t["data"]["image_id"] for t in tasks}
+    for task in tasks:
+        result = task["predictions"][0]["result"]
+        chosen = {by_name[c] for r in result for c in r["value"]["choices"]}
+        for label in chosen:
+            assert set(hierarchy.ancestors(label)) <= chosen, (task["data"], label)
+    assert_tasks_follow_clean(tasks, rows, given, images, model, OnnxModel(model, device="cpu").run)
+    verdicts = {(r[1], r[2]): (r[7], r[8], float(r[6])) for r in rows}
+    assert verdicts["h-0", "/lc/tops"][:2] == ("kept", "ancestor of /lc/shirt")
+    assert verdicts["h-0", "/lc/long_sleeve"][:2] == ("added", "ancestor of /lc/shirt")
+    assert verdicts["h-1", "/lc/shirt"][0] == verdicts["h-2", "/lc/bag"][0] == "removed"
+    added_low = verdicts["h-3", "/lc/tops"]  # a change below --min-issue is still listed
+    assert added_low[:2] == ("added", "ancestor of /lc/coat") and added_low[2] < 0.01
+    counts = [sum(r[7] == v for r in rows) for v in ("removed", "added")]  # the summary's
+    assert f"the decision removes {counts[0]} and adds {counts[1]})" in printed
+
+
+def test_score_is_the_confidence_in_the_final_label_set():
+    """A task whose decisions are all near-certain scores higher than one with an issue score
+    near its threshold; the choices are the kept and added labels, the change names them."""
+    classes = [LabelClass("/a", "A"), LabelClass("/b", "B"), LabelClass("/c", "C")]
+    issue = np.array([[0.01, 0.99, 0.02], [0.45, 0.6, 0.01], [0.001, 0.001, 0.2]], np.float32)
+    noisy = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0]], np.float32)
+    decided = [("kept", "removed", "none"), ("kept", "added", "none"), ("kept", "added", "none")]
+    codes = [[VERDICTS.index(v) for v in row] for row in decided]
+    queue = Queue(classes, ["sure", "unsure", "hier"], np.ones(3, bool), noisy, issue,
+                  np.array(codes, np.int8))  # fmt: skip
+    rows, cols = rank_pairs(queue, min_issue=0.1)
+    assert (2, 1) in set(zip(rows.tolist(), cols.tolist(), strict=True))  # "hier" adds, at 0.001
+    made = ls_tasks(queue, rows, url=lambda i: f"http://x/{i}.png", model_version="v")
+    found = {t["data"]["image_id"]: t for t in made}
+    assert list(found) == ["sure", "unsure", "hier"]  # by the highest issue score
+    score = {k: t["predictions"][0]["score"] for k, t in found.items()}
+    assert score["sure"] == pytest.approx(0.98) and score["unsure"] == pytest.approx(0.55)
+    assert score["hier"] == pytest.approx(0.001)  # added against its own score: doubtful
+    assert all(0 <= v <= 1 for v in score.values()) and score["sure"] > score["unsure"]
+    choices = {k: t["predictions"][0]["result"][0]["value"]["choices"] for k, t in found.items()}
+    assert choices == {"sure": ["A"], "unsure": ["A", "B"], "hier": ["A", "B"]}
+    data = {k: (t["data"]["machine_labels"], t["data"]["changes"]) for k, t in found.items()}
+    assert data == {"sure": ("A, B", "remove B"), "unsure": ("A", "add B"), "hier": ("A", "add B")}
+    assert found["sure"]["data"]["max_issue"] == pytest.approx(0.99)
 
 
 def test_bad_inputs_exit_2_naming_the_flag(review_data, bundle_dir, tmp_path, capsys):  # noqa: F811
@@ -401,7 +555,8 @@ def test_help_explains(capsys):
     text, joined = " ".join(out.split()), "".join(out.split())  # argparse wraps at hyphens too
     for words in ("review.csv", "errors.csv", "index.html", "--min-issue", "default 0.01",
                   "--top", "--per-page", "label-studio-tasks.json", "label-studio-config.xml",
-                  "/data/local-files/?d=", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"):  # fmt: skip
+                  "/data/local-files/?d=", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT",
+                  "IssueScore,Verdict,Reason", "label-studio-view.json"):  # fmt: skip
         assert words in text or words in joined, words
 
 
