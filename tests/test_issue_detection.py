@@ -144,6 +144,7 @@ def test_findings_compare_the_issue_score_with_the_other_scorers():
         "scorers": {
             "machine": scorer((80, 81), (2, 2), (0.7, 0.7), (0, 0)),
             "cleanlab-thresholds": scorer((82, 82), (45, 46), (0.6, 0.6), (0.3, 0.3)),
+            "cleanlab-mixed-thresholds": scorer((85, 95), (30, 31), (0.7, 0.7), (0.5, 0.5)),
             "cleaned/joint": scorer((77, 78), (30, 34), (0.75, 0.76), (0.2, 0.2)),
             "issue/joint": scorer((90, 91), (40, 41), (0.8, 0.8), (0.3, 0.4)),
             "cleaned/pretrain": scorer((77, 78), (30, 34), (0.75, 0.76), (0.2, 0.2)),
@@ -162,10 +163,14 @@ def test_findings_compare_the_issue_score_with_the_other_scorers():
         ("missing", "cleanlab-thresholds", "ap"): "worse",
         ("wrong", "cleaned", "ap"): "better",
         ("missing", "cleaned", "ap"): "better",
+        ("wrong", "cleanlab-mixed-thresholds", "ap"): "within seed spread",
+        ("missing", "cleanlab-mixed-thresholds", "ap"): "better",
         ("wrong", "machine", "f1"): "better",
         ("missing", "machine", "f1"): "better",
+        ("wrong", "cleanlab-mixed-thresholds", "f1"): "better",
+        ("missing", "cleanlab-mixed-thresholds", "f1"): "worse",
     }
-    assert len(out) == 8  # joint only: pretrain has no issue score
+    assert len(out) == 12  # joint only: pretrain has no issue score
     wrong = out[
         "joint, test images, label issues: wrong labels (AP): issue score vs machine confidences"
     ]

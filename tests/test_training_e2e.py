@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from labelclean.model.bundle import load_bundle
+from labelclean.model.issue_head import FEATURES
 from labelclean.training.checkpoint import weights_digest
 from labelclean.training.loop import MODES
 from labelclean.training.metrics import ap_all, mean_ap
@@ -81,6 +82,7 @@ def test_findings_follow_from_the_per_seed_numbers(bench: Path):
         BASELINES,
         CLEANER_CLAIMS,
         DETECTION_CLAIMS,
+        FINAL_CLAIMS,
         OURS,
         detection_claim,
     )
@@ -98,6 +100,9 @@ def test_findings_follow_from_the_per_seed_numbers(bench: Path):
         for claim, (mine, theirs) in CLEANER_CLAIMS.items():
             cleaner = results["cleaner_on_test"][ours]
             pairs[f"{ours}, test images, {claim}"] = (cleaner[mine], cleaner[theirs])
+        for claim, (mine, theirs) in FINAL_CLAIMS.items():  # the decision's final label sets
+            final = results["final_on_test"][ours]
+            pairs[f"{ours}, test images, {claim}"] = (final[mine], final[theirs])
         scorers = results["detection"]["scorers"]  # label-issue detection on the test split
         for claim, (mine, theirs, metric) in DETECTION_CLAIMS.items():
             for kind in ("wrong", "missing"):
@@ -335,16 +340,15 @@ def l1_run(bench: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFactor
 
 def test_issue_scores_rank_without_the_ties_of_c(l1_run: Path):
     """Clipping puts many cleaned scores at exactly 0 or 1; the issue score reads the cleaner
-    before the clip and the classifier's logit, and was fitted on the held-out images."""
+    before the clip and the classifier's logit (and its relatives' in the hierarchy), and was
+    fitted on V's cross-fitted reads."""
     arrays = dict(np.load(l1_run / "test_predictions.npz"))
     known = arrays["known"]
     c, issue = arrays["cleaned"][known], arrays["issue"][known]
     assert collisions(c) > 100 and collisions(issue) <= collisions(c) / 20
     assert ((issue >= 0) & (issue <= 1)).all()
     fit = json.loads((l1_run / "report.json").read_text())["issue_fit"]
-    assert fit["listed"]["fitted"] and fit["features"] == [
-        "logit(y)", "cleaner raw", "classifier logit",
-    ]  # fmt: skip
+    assert fit["listed"]["fitted"] and fit["features"] == list(FEATURES)
     state = torch.load(l1_run / "checkpoint.pt", weights_only=False)
     assert state["model_config"]["cleaner_loss"] == "l1"  # --cleaner-loss over the default
 
@@ -372,15 +376,23 @@ def test_export_of_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_runs_report_their_label_issue_figures(bench: Path, capsys):
     """report.json and the bundle carry the run's own issue-score and machine-confidence AP and
-    F1 on wrong and missing labels, recomputed here from its test predictions."""
-    from labelclean.model.cleaning import ISSUE_THRESHOLD
+    F1 on wrong and missing labels, recomputed here from its test predictions: the issue
+    score's flags are the decision's (a listed label left out of the final set, an unlisted one
+    put in), and the final sets are the decision rule's at the bundle's thresholds, then the
+    hierarchy."""
+    from labelclean.training.decision_fit import final_sets
     from labelclean.training.issue_detection import detection_metrics
 
     run = bench / "seed-0" / "joint"
     arrays = dict(np.load(run / "test_predictions.npz"))
     noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"]
     issue = arrays["issue"]
-    want = detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known)
+    bundle = load_bundle(run / "bundle")
+    final = final_sets(noisy, issue, bundle.decision.remove, bundle.decision.add,
+                       bundle.ancestor_columns)  # fmt: skip
+    np.testing.assert_array_equal(arrays["final"], final)
+    flags = np.where(noisy > 0, ~final, final)
+    want = detection_metrics(issue, flags, noisy, human, known)
     machine = np.where(noisy > 0, 1 - noisy, noisy)  # flags: y under its calibrated threshold
     cut = np.asarray(report(bench, "joint")["thresholds"]["noisy"])
     flags = np.where(noisy > 0, noisy < cut, noisy >= cut)

@@ -21,7 +21,7 @@ import numpy as np
 from ..model.config import ModelConfig
 from .batches import TrainingData
 from .benchmark_tables import plot_pr, render_markdown
-from .issue_detection import CLEANLAB_T, KINDS, MACHINE, OURS, detect_seed
+from .issue_detection import CLEANLAB_MIXED_T, CLEANLAB_T, KINDS, MACHINE, OURS, detect_seed
 from .loop import MODES, TrainConfig
 from .run import train
 
@@ -157,11 +157,54 @@ def summarize(
                 cleaner.setdefault(mode, {})[key] = _stats(
                     [runs[mode][s]["metrics"][f"cleaner_{key}"] for s in seeds], seeds
                 )
-    out: dict[str, Any] = {"seeds": seeds, "modes": modes, "cleaner_on_test": cleaner}
+    final = {
+        mode: {
+            key: _stats([by_seed[s]["metrics"][key] for s in seeds], seeds)
+            for key in FINAL_KEYS
+            if all(key in by_seed[s]["metrics"] for s in seeds)
+        }
+        for mode, by_seed in runs.items()
+    }
+    validation = {
+        mode: {
+            key: _stats([_validation(by_seed[s], key) for s in seeds], seeds)
+            for key in VALIDATION_KEYS
+        }
+        for mode, by_seed in runs.items()
+        if all("validation" in by_seed[s] for s in seeds)
+    }
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "modes": modes,
+        "cleaner_on_test": cleaner,
+        "final_on_test": final,
+        "validation": validation,
+    }
     if detection is not None:
         out["detection"] = summarize_detection(detection, seeds)
-    out["findings"] = findings(modes, cleaner, seeds, out.get("detection"))
+    out["findings"] = findings(modes, cleaner, seeds, out.get("detection"), final)
     return out
+
+
+# The final label sets on test (training.validation.decision_metrics) and the sets they are
+# compared with (training.metrics.cleaning_report, as ``cleaner_*``).
+FINAL_KEYS = (
+    "final_precision", "final_recall", "final_f1", "paper_rule_f1",
+    "cleaner_f1_noisy_thresholded", "cleaner_f1_noisy", "decision_wrong_f1",
+    "decision_missing_f1",
+)  # fmt: skip
+# Figures on V's cross-fitted reads (report.json "validation"), what chose the defaults.
+VALIDATION_KEYS = (
+    "final.f1", "machine_thresholded.f1", "paper_rule.f1", "issue.wrong.ap", "issue.missing.ap",
+    "issue.wrong.f1", "issue.missing.f1",
+)  # fmt: skip
+
+
+def _validation(run: dict[str, Any], key: str) -> float:
+    value: Any = run["validation"]
+    for part in key.split("."):
+        value = value[part]
+    return float(value)
 
 
 def summarize_detection(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -194,6 +237,7 @@ def summarize_detection(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -
         "ties": ties,
         "notes": notes,
         "cleaner_loss": {str(s): per_seed[s]["cleaner_loss"] for s in seeds},
+        "flag_rules": first.get("flag_rules", {}),
     }
 
 
@@ -216,9 +260,21 @@ DETECTION_CLAIMS = {
     "issue score vs machine confidences": ("issue", MACHINE, "ap"),
     "issue score vs cleanlab (noisy model's out-of-sample probabilities)": (
         "issue", CLEANLAB_T, "ap"),
+    "issue score vs cleanlab (finetune-mixed model, trained on T and V too)": (
+        "issue", CLEANLAB_MIXED_T, "ap"),
     "issue score vs cleaned labels c": ("issue", "cleaned", "ap"),
-    "issue score's flags vs machine confidences at calibrated thresholds": (
+    "the decision's flags vs machine confidences at calibrated thresholds": (
         "issue", MACHINE, "f1"),
+    "the decision's flags vs cleanlab (finetune-mixed model) at its thresholds": (
+        "issue", CLEANLAB_MIXED_T, "f1"),
+}  # fmt: skip
+# The final label sets on test: claim -> (ours, theirs) in final_on_test.
+FINAL_CLAIMS = {
+    "final label sets (F1) vs the machine confidences cut at per-class thresholds": (
+        "final_f1", "cleaner_f1_noisy_thresholded"),
+    "final label sets (F1) vs the paper's rule on c (the verdicts before the issue rule)": (
+        "final_f1", "paper_rule_f1"),
+    "final label sets (F1) vs the machine labels as listed": ("final_f1", "cleaner_f1_noisy"),
 }  # fmt: skip
 
 
@@ -253,6 +309,7 @@ def findings(
     cleaner: dict[str, Any],
     seeds: list[int],
     detection: dict[str, Any] | None = None,
+    final: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each of our modes against *every* baseline on *both* metrics, the cleaned test labels
     against the annotator's, and (given ``summarize_detection``'s result) each mode's issue score
@@ -263,6 +320,12 @@ def findings(
             for metric in ("AP_all", "MAP"):
                 out[f"{mode} vs {baseline} on {metric}"] = compare(
                     modes[mode][metric], modes[baseline][metric], seeds
+                )
+    for mode in (m for m in OURS if m in (final or {})):
+        for claim, (ours, theirs) in FINAL_CLAIMS.items():
+            if ours in final[mode] and theirs in final[mode]:
+                out[f"{mode}, test images, {claim}"] = compare(
+                    final[mode][ours], final[mode][theirs], seeds
                 )
     for mode in (m for m in OURS if m in cleaner):
         for claim, (ours, theirs) in CLEANER_CLAIMS.items():

@@ -25,7 +25,13 @@ issue score and the precision, recall and F1 of the flags. The scorers:
   learning: ``cleanlab.filter.find_label_issues`` per class, as a binary problem);
 - ``cleaned/MODE``: the paper's cleaned labels c (issue 1 - c listed, c unlisted), flagged at the
   cleaned thresholds (a removed or an added label);
-- ``issue/MODE``: the model's issue score, flagged at ``ISSUE_THRESHOLD``.
+- ``cleanlab-mixed-thresholds`` and ``cleanlab-mixed-find-issues``: the same two, from the
+  ``finetune-mixed`` model's probabilities: a model that also trained on the human labels V,
+  as ours did (the fair anchor). The test images are out-of-sample for it too; its thresholds
+  were chosen on V's cross-fitted reads (training.crossfit), as ours were;
+- ``issue/MODE``: the model's issue score, flagged as its decision rule flags (a listed label
+  removed, an unlisted one added: the final label sets in test_predictions.npz, after the
+  class hierarchy); a run from before the decision rule is flagged at ``ISSUE_THRESHOLD``.
 
 Every array is (N, d): N images, d classes.
 """
@@ -44,6 +50,9 @@ from ..model.cleaning import ISSUE_THRESHOLD
 KINDS = ("wrong", "missing")
 OURS = ("joint", "pretrain")
 MACHINE, CLEANLAB_T, CLEANLAB_CL = "machine", "cleanlab-thresholds", "cleanlab-find-issues"
+CLEANLAB_MIXED_T, CLEANLAB_MIXED_CL = "cleanlab-mixed-thresholds", "cleanlab-mixed-find-issues"
+ANCHOR = "finetune-mixed"  # the baseline that trains on T and V: cleanlab's fair anchor
+FLAGS_DECISION, FLAGS_AT_HALF = "the decision: removed / added", f"issue >= {ISSUE_THRESHOLD}"
 
 
 def pools(
@@ -151,7 +160,7 @@ def issue_summary(arrays: dict[str, np.ndarray], noisy_thresholds: Any = None) -
     bundle's metrics carry; ``labelclean evaluate`` reports the issue score's)."""
     noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"].astype(bool)
     issue = arrays["issue"]
-    found = {"issue": detection_metrics(issue, issue >= ISSUE_THRESHOLD, noisy, human, known)}
+    found = {"issue": detection_metrics(issue, decision_flags(arrays), noisy, human, known)}
     if noisy_thresholds is not None:
         found["machine"] = detection_metrics(
             issue_from_probability(noisy, noisy),
@@ -164,6 +173,29 @@ def issue_summary(arrays: dict[str, np.ndarray], noisy_thresholds: Any = None) -
         for kind in KINDS
         for metric in ("ap", "f1")
     }
+
+
+def decision_flags(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, d) bool: the pairs the decision changed (a listed label not in the final set, an
+    unlisted one in it), from ``arrays["final"]``; without it (a run from before the decision
+    rule), the issue score at ISSUE_THRESHOLD."""
+    if "final" not in arrays:
+        return arrays["issue"] >= ISSUE_THRESHOLD
+    return np.where(arrays["noisy"] > 0, ~arrays["final"], arrays["final"])
+
+
+def _cleanlab_scorers(
+    noisy: np.ndarray, human: np.ndarray, known: np.ndarray, probs: np.ndarray, thresholds: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(flags at ``thresholds``, cleanlab's own flags): detection metrics of one model's
+    probabilities through cleanlab."""
+    lab_issue = cleanlab_issue(noisy, probs)
+    return (
+        detection_metrics(
+            lab_issue, flags_at_thresholds(probs, noisy, thresholds), noisy, human, known
+        ),
+        detection_metrics(lab_issue, cleanlab_flags(noisy, probs), noisy, human, known),
+    )
 
 
 def _load(run: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -192,23 +224,23 @@ def detect_seed(seed_dir: Path, modes: tuple[str, ...] = OURS) -> dict[str, Any]
     arrays, report = _load(seed_dir / "noisy")
     noisy, human, known = arrays["noisy"], arrays["human"], arrays["known"].astype(bool)
     probs = arrays["scores"].astype(np.float64)
-    lab_issue = cleanlab_issue(noisy, probs)
     scorers = {
         MACHINE: detection_metrics(
             issue_from_probability(noisy, noisy),
             flags_at_thresholds(noisy, noisy, report["thresholds"]["noisy"]),
             noisy, human, known,
         ),
-        CLEANLAB_T: detection_metrics(
-            lab_issue,
-            flags_at_thresholds(probs, noisy, report["thresholds"]["scores"]),
-            noisy, human, known,
-        ),
-        CLEANLAB_CL: detection_metrics(
-            lab_issue, cleanlab_flags(noisy, probs), noisy, human, known
-        ),
     }  # fmt: skip
-    ties, notes, losses = {}, [], {}
+    scorers[CLEANLAB_T], scorers[CLEANLAB_CL] = _cleanlab_scorers(
+        noisy, human, known, probs, report["thresholds"]["scores"]
+    )
+    if (seed_dir / ANCHOR / "test_predictions.npz").exists():
+        mixed, mixed_report = _load(seed_dir / ANCHOR)
+        scorers[CLEANLAB_MIXED_T], scorers[CLEANLAB_MIXED_CL] = _cleanlab_scorers(
+            noisy, human, known, mixed["scores"].astype(np.float64),
+            mixed_report["thresholds"]["scores"],
+        )  # fmt: skip
+    ties, notes, losses, flag_rules = {}, [], {}, {}
     for mode in (m for m in modes if (seed_dir / m / "test_predictions.npz").exists()):
         run_arrays, run_report = _load(seed_dir / mode)
         for key in ("noisy", "human", "known"):
@@ -230,7 +262,11 @@ def detect_seed(seed_dir: Path, modes: tuple[str, ...] = OURS) -> dict[str, Any]
             continue
         issue = run_arrays["issue"]
         scorers[f"issue/{mode}"] = detection_metrics(
-            issue, issue >= ISSUE_THRESHOLD, noisy, human, known
+            issue, decision_flags(run_arrays), noisy, human, known
         )
+        flag_rules[mode] = FLAGS_DECISION if "final" in run_arrays else FLAGS_AT_HALF
         ties[mode]["issue"] = tied_pairs(issue[known])
-    return {"scorers": scorers, "ties": ties, "notes": notes, "cleaner_loss": losses}
+    return {
+        "scorers": scorers, "ties": ties, "notes": notes, "cleaner_loss": losses,
+        "flag_rules": flag_rules,
+    }  # fmt: skip
