@@ -45,8 +45,8 @@ def local_url(settings: Settings, path: str) -> str:
 def check_api(settings: Settings, *, redis: bool = True) -> str:
     """GET /readyz; raises Unhealthy unless the model is ready (and, with ``redis``, Redis too)."""
     request = urllib.request.Request(local_url(settings, "/readyz"))
-    if settings.api_keys:
-        request.add_header("Authorization", f"Bearer {settings.api_keys[0].get_secret_value()}")
+    if settings.named_keys:  # the key alone, without its name
+        request.add_header("Authorization", f"Bearer {settings.named_keys[0].secret.decode()}")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             body = json.load(response)

@@ -15,14 +15,15 @@ the README's settings table and docker/.env.example are generated from them
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MIN_API_KEY_LENGTH = 16
+from .api_keys import ApiKey, parse_api_keys
+
 MAX_BODY_BYTES_LIMIT = 1 << 30  # 1 GiB: more than this in one request is never reasonable
 MAX_PIXELS_LIMIT = 178_956_970  # Pillow's own "certainly a decompression bomb" limit
 KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "ICO", "MPO")
@@ -32,8 +33,9 @@ class Settings(BaseSettings):
     """Service settings; each field is also the env variable LABELCLEAN_<FIELD> (upper case)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LABELCLEAN_", extra="ignore", frozen=True, env_ignore_empty=True
-    )
+        env_prefix="LABELCLEAN_", extra="ignore", frozen=True, env_ignore_empty=True,
+        hide_input_in_errors=True,  # a refused LABELCLEAN_API_KEYS must not print the keys
+    )  # fmt: skip
 
     model: Path | None = Field(
         None, description="model bundle folder (model.onnx, classes.csv, bundle.json)"
@@ -105,8 +107,10 @@ class Settings(BaseSettings):
     # Access.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
-        description="comma-separated keys of at least 16 characters; when set, every endpoint "
-        "but /healthz, /docs and /openapi.json needs `Authorization: Bearer <key>`",
+        description="comma-separated keys of at least 16 characters, each `name:KEY` or `KEY` "
+        "(named `key-` + a short hash of itself); when set, every endpoint but /healthz, /docs "
+        "and /openapi.json needs `Authorization: Bearer <KEY>`, and each key sees only the "
+        "jobs it created",
     )
 
     # Bulk jobs (Redis queue, workers) and storage.
@@ -170,14 +174,7 @@ class Settings(BaseSettings):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, list | tuple):
             keys = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value]
-            short = [k for k in keys if len(k) < MIN_API_KEY_LENGTH]
-            if short:
-                raise ValueError(
-                    f"{len(short)} API key(s) shorter than {MIN_API_KEY_LENGTH} characters: "
-                    "use long random keys (e.g. `openssl rand -hex 24`)"
-                )
-            if any(any(c.isspace() or c == "," for c in k) for k in keys):
-                raise ValueError("API keys may not contain spaces or commas")
+            parse_api_keys(keys)  # ValueError naming the key's name, never the key
             return tuple(SecretStr(k) for k in keys)
         return value
 
@@ -201,10 +198,10 @@ class Settings(BaseSettings):
             raise ValueError("max_queue_images must be at least max_images")
         return self
 
-    @property
-    def key_values(self) -> tuple[bytes, ...]:
-        """The API keys as bytes, for constant-time comparison."""
-        return tuple(k.get_secret_value().encode() for k in self.api_keys)
+    @cached_property
+    def named_keys(self) -> tuple[ApiKey, ...]:
+        """The API keys with their names (auth compares them in constant time); computed once."""
+        return parse_api_keys([k.get_secret_value() for k in self.api_keys])
 
     def env(self) -> dict[str, str]:
         """These settings as LABELCLEAN_* variables (how `serve` hands them to worker processes)."""

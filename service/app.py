@@ -11,6 +11,7 @@ body streams in). Errors of every kind become the JSON body of service.errors. /
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +33,20 @@ DESCRIPTION = (
 )
 
 
+def log_to_stderr(level: str) -> None:
+    """This process's own log lines (``labelclean.*``: which key created or cancelled a job,
+    unexpected errors) on stderr at ``level``, shaped like uvicorn's; once per process."""
+    logger = logging.getLogger("labelclean")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    log_to_stderr(settings.log_level)
     metrics = Metrics()
 
     @asynccontextmanager

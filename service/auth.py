@@ -2,23 +2,45 @@
 ``Authorization: Bearer <key>``. Keys are compared in constant time, against every key.
 
     router = APIRouter(dependencies=[Depends(require_api_key)])
+    async def route(caller: CallerDep): ...      # who calls: the key's name and the key
+
+The dependency answers who calls (a ``Caller``), which the job routes use to show each key only
+its own jobs (service.job_owner). FastAPI caches a dependency per request, so a route that names
+``CallerDep`` under a router that requires the key checks the key once.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from ..api_keys import ApiKey
 from .errors import Unauthorized
 
 
-def key_matches(given: bytes, keys: tuple[bytes, ...]) -> bool:
-    """Whether ``given`` is one of ``keys``; the time taken does not depend on which or where."""
-    found = False
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: ``name`` (for logs) and ``key`` (None when keys are off: then every
+    caller is the same one)."""
+
+    name: str
+    key: bytes | None = field(default=None, repr=False)
+
+
+ANONYMOUS = Caller("anonymous")
+
+
+def matching_key(given: bytes, keys: tuple[ApiKey, ...]) -> ApiKey | None:
+    """The key among ``keys`` equal to ``given``, or None; every key is compared, so the time
+    taken does not depend on which one matches or where."""
+    found = None
     for key in keys:
-        found |= hmac.compare_digest(given, key)
+        equal = hmac.compare_digest(given, key.secret)
+        found = key if equal else found
     return found
 
 
@@ -28,16 +50,17 @@ class ApiKeyBearer(HTTPBearer):
     One dependency rather than HTTPBearer plus a checker: FastAPI resolves dependencies on
     every request, and this path is hot."""
 
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        keys: tuple[bytes, ...] = request.app.state.settings.key_values
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
+        keys: tuple[ApiKey, ...] = request.app.state.settings.named_keys
         if not keys:
-            return None
+            return ANONYMOUS
         credentials = await super().__call__(request)  # None: header missing or not Bearer
         if credentials is None:
             raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        if not key_matches(credentials.credentials.encode(), keys):
+        key = matching_key(credentials.credentials.encode(), keys)
+        if key is None:
             raise Unauthorized("invalid API key")
-        return None
+        return Caller(key.name, key.secret)
 
 
 require_api_key = ApiKeyBearer(
@@ -47,3 +70,5 @@ require_api_key = ApiKeyBearer(
     "(LABELCLEAN_API_KEYS).",
 )
 """FastAPI dependency: 401 unless the keys are off or a valid Bearer key is given."""
+
+CallerDep = Annotated[Caller, Depends(require_api_key)]

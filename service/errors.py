@@ -182,7 +182,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {
         400: "Malformed request (e.g. broken multipart body)",
         401: "Missing or wrong API key",
-        404: "No such job (unknown, or expired after its retention time)",
+        404: "No such job (unknown, expired after its retention time, or another API key's)",
         409: "The job is not in a state for this (results before completion, output in use)",
         413: "Body, image count or image pixels over the limit",
         415: "Not multipart/form-data, not an image, or an image format not allowed",

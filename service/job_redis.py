@@ -4,13 +4,16 @@ client (decoded responses, quick retries). Torch-free.
 Keys (prefix ``labelclean:``; one Redis, not Redis Cluster: scripts name keys they read):
 
     job:{id}             hash: state, spec (JSON), *_at times, total/done/failed images,
-                         chunks/chunks_done, planned, error, summary (JSON totals)
+                         chunks/chunks_done, planned, error, summary (JSON totals), owner
+                         (a keyed hash of the caller's API key; absent when keys are off)
     job:{id}:chunks      set of the chunks counted
     job:{id}:errors      list: the first ERROR_SAMPLE per-image errors (JSON)
     job:{id}:dead        hash chunk -> error of its dead letter
     job:{id}:attempts    hash chunk -> error of its last failed try
     jobs                 sorted set id -> created time (GET /jobs), pruned of expired jobs
-    idempotency:{sha256} the job created with that Idempotency-Key
+    owner:{owner}:jobs   the same, of one owner's jobs (GET /jobs with API keys)
+    owner-salt           the deployment's random salt of owner hashes (service.job_owner)
+    idempotency:{sha256} the job created with that Idempotency-Key (by that owner)
     output:{uri}         the active job writing to that output prefix (one at a time)
     queue, queue:dead    the work stream (consumer group ``workers``) and the dead letters
     stats                counters for /metrics;  workers: sorted set name -> last heartbeat
@@ -34,6 +37,7 @@ GROUP = "workers"
 STATS = PREFIX + "stats"
 WORKERS = PREFIX + "workers"
 JOBS = PREFIX + "jobs"
+OWNER_SALT = PREFIX + "owner-salt"
 ERROR_SAMPLE = 20
 DEAD_MAXLEN = 10_000
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -70,8 +74,15 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-def idempotency_key(key: str) -> str:
-    return f"{PREFIX}idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+def idempotency_key(key: str, owner: str | None = None) -> str:
+    """Where the job of an Idempotency-Key lives: one per owner and key (``owner`` None: keys
+    are off, and the key alone names it, as before owners)."""
+    scoped = key if owner is None else f"{owner}\n{key}"  # a header value holds no newline
+    return f"{PREFIX}idempotency:{hashlib.sha256(scoped.encode()).hexdigest()}"
+
+
+def owner_jobs_key(owner: str) -> str:
+    return f"{PREFIX}owner:{owner}:jobs"
 
 
 def output_key(output: str) -> str:

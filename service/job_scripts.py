@@ -48,8 +48,9 @@ def _with_helpers(body: str) -> str:
     return script.replace("$SAMPLE", str(ERROR_SAMPLE)).replace("$DEAD_MAXLEN", str(DEAD_MAXLEN))
 
 
-# KEYS job, jobs, idempotency (or ''), output lock, queue, stats
-# ARGV id, spec, now, has idempotency key ('1'/'0')
+# KEYS job, jobs, idempotency (or jobs: unused), output lock, queue, stats, the owner's jobs
+#      (or jobs: unused)
+# ARGV id, spec, now, has idempotency key ('1'/'0'), owner ('' for none)
 CREATE = """
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[3])
@@ -62,6 +63,10 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'queued', 'spec', ARGV[2],
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], ARGV[1])
   redis.call('HSET', KEYS[1], 'idempotency', KEYS[3])
+end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[5])
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
 end
 redis.call('SET', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])

@@ -2,8 +2,12 @@
 steps that move a job along. Torch-free; redis-py's asyncio client.
 
     store = JobStore(redis, retention_s=settings.job_retention_s)
-    job_id, outcome = await store.create(spec, idempotency="k1")  # + the plan message
-    job = await store.get(job_id)          # Job: state, counts, times, images/s, error sample
+    job_id, outcome = await store.create(spec, idempotency="k1", owner=o)  # + the plan message
+    job = await store.get(job_id, owner=o)  # Job: state, counts, times, images/s, error sample
+
+``owner`` (service.job_owner) scopes what a caller sees: ``get``, ``list`` and
+``find_idempotent`` answer as if another owner's job did not exist; None (API keys off, and the
+workers) sees every job.
 
 Every step that changes a job and the queue together is one Lua script (service.job_scripts),
 so a worker that dies between two Redis calls leaves nothing half done: creating a job enqueues
@@ -27,6 +31,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import job_scripts
+from .job_owner import visible
 from .job_record import FINISHED, Job, JobError, JobState, job_from_hash
 from .job_redis import (
     DEAD,
@@ -43,6 +48,7 @@ from .job_redis import (
     job_key,
     new_job_id,
     output_key,
+    owner_jobs_key,
     redis_client,
     safe_url,
     valid_job_id,
@@ -52,7 +58,7 @@ __all__ = [  # the names other modules import from here, job_redis's and job_rec
     "DEAD", "DEAD_MAXLEN", "ERROR_SAMPLE", "FINISHED", "GROUP", "JOBS", "PREFIX", "QUEUE",
     "STATS", "UNREACHABLE", "WORKERS", "CreateOutcome", "Job", "JobError", "JobState",
     "JobStore", "idempotency_key", "job_from_hash", "job_key", "new_job_id", "output_key",
-    "redis_client", "safe_url", "valid_job_id",
+    "owner_jobs_key", "redis_client", "safe_url", "valid_job_id",
 ]  # fmt: skip
 
 
@@ -85,42 +91,52 @@ class JobStore:
                 raise
 
     async def create(
-        self, spec: dict[str, Any], *, idempotency: str | None = None, job_id: str | None = None
-    ) -> tuple[str, CreateOutcome]:
-        """A queued job for ``spec`` (JSON-able) and its plan message. With ``idempotency``, the
-        job created earlier with that key instead; ``busy`` with the id of the active job that
-        writes to the same output."""
+        self, spec: dict[str, Any], *, idempotency: str | None = None, job_id: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[str, CreateOutcome]:  # fmt: skip
+        """A queued job of ``owner`` for ``spec`` (JSON-able) and its plan message. With
+        ``idempotency``, the job the same owner created earlier with that key instead; ``busy``
+        with the id of the active job (anyone's) that writes to the same output."""
         await self.ensure_group()
         job_id = job_id or new_job_id()
         keys = [
-            job_key(job_id), JOBS, idempotency_key(idempotency) if idempotency else JOBS,
-            output_key(spec["output"]), QUEUE, STATS,
+            job_key(job_id), JOBS, idempotency_key(idempotency, owner) if idempotency else JOBS,
+            output_key(spec["output"]), QUEUE, STATS, owner_jobs_key(owner) if owner else JOBS,
         ]  # fmt: skip
-        args = [job_id, json.dumps(spec, sort_keys=True), time.time(), "1" if idempotency else "0"]
+        args = [
+            job_id, json.dumps(spec, sort_keys=True), time.time(), "1" if idempotency else "0",
+            owner or "",
+        ]  # fmt: skip
         outcome, found = await self._create(keys=keys, args=args)
         return found, CreateOutcome(outcome)
 
-    async def find_idempotent(self, idempotency: str) -> Job | None:
-        job_id = await self.redis.get(idempotency_key(idempotency))
-        return await self.get(job_id) if job_id else None
+    async def find_idempotent(self, idempotency: str, *, owner: str | None = None) -> Job | None:
+        """The job ``owner`` created with this Idempotency-Key, if it is still stored."""
+        job_id = await self.redis.get(idempotency_key(idempotency, owner))
+        return await self.get(job_id, owner=owner) if job_id else None
 
-    async def get(self, job_id: str) -> Job | None:
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
+        """The job, or None when it is unknown, expired or not ``owner``'s."""
         if not valid_job_id(job_id):
             return None
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(job_key(job_id))
             pipe.lrange(job_key(job_id) + ":errors", 0, ERROR_SAMPLE - 1)
             fields, errors = await pipe.execute()
-        return job_from_hash(fields, errors) if fields else None
+        if not fields or not visible(fields.get("owner"), owner):
+            return None
+        return job_from_hash(fields, errors)
 
     async def spec(self, job_id: str) -> tuple[JobState, dict[str, Any]] | None:
         """The job's state and spec (what a worker needs), or None when it is gone."""
         state, spec = await self.redis.hmget(job_key(job_id), ["state", "spec"])
         return (JobState(state), json.loads(spec)) if state and spec else None
 
-    async def list(self, limit: int = 20) -> list[Job]:
-        """The most recent jobs first; expired ones are dropped from the index on the way."""
-        ids = await self.redis.zrevrange(JOBS, 0, limit - 1)
+    async def list(self, limit: int = 20, *, owner: str | None = None) -> list[Job]:
+        """The most recent jobs (``owner``'s, from its own index) first; expired ones are
+        dropped from the index on the way."""
+        index = JOBS if owner is None else owner_jobs_key(owner)
+        ids = await self.redis.zrevrange(index, 0, limit - 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(job_key(job_id))
@@ -128,14 +144,14 @@ class JobStore:
             replies = await pipe.execute()
         jobs, gone = [], []
         for job_id, fields, errors in zip(ids, replies[::2], replies[1::2], strict=True):
-            if fields:
-                jobs.append(job_from_hash(fields, errors))
-            else:
+            if not fields:
                 gone.append(job_id)
+            elif visible(fields.get("owner"), owner):
+                jobs.append(job_from_hash(fields, errors))
         if gone:
-            await self.redis.zrem(JOBS, *gone)
+            await self.redis.zrem(index, *gone)
             if len(ids) == limit:  # room for older ones now
-                return await self.list(limit)
+                return await self.list(limit, owner=owner)
         return jobs
 
     async def cancel(self, job_id: str) -> str:

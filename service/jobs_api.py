@@ -9,6 +9,11 @@ first rows of the labels CSV parse, the output is writable; 422 naming the field
 ``Idempotency-Key`` header makes a retried POST answer with the job the first one created (422
 when the key comes with another request). When Redis cannot be reached these routes answer 503
 (``jobs_unavailable``); /classify and /clean do not need it.
+
+With API keys, a job belongs to the key that created it (service.job_owner): each key lists,
+reads, cancels and replays (Idempotency-Key) only its own jobs, and another key's job answers
+exactly as an absent one (404). No answer names another key's job, not even the one holding an
+output (409).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
@@ -28,7 +34,7 @@ from redis.exceptions import RedisError
 from ..settings import Settings
 from ..storage import Storage, StorageError
 from . import bulk
-from .auth import require_api_key
+from .auth import CallerDep, require_api_key
 from .errors import (
     InvalidInput,
     JobConflict,
@@ -36,8 +42,10 @@ from .errors import (
     JobsUnavailable,
     error_responses,
 )  # fmt: skip
+from .job_owner import Owners
 from .job_store import FINISHED, UNREACHABLE, Job, JobState, JobStore, redis_client, safe_url
 
+log = logging.getLogger("labelclean.service")
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 READY_TIMEOUT_S = 0.5
 READY_CACHE_S = 1.0
@@ -54,6 +62,7 @@ class Jobs:
         self.settings = settings
         self.redis = redis_client(settings.redis_url, timeout_s=1.0, retries=1)
         self.store = JobStore(self.redis, retention_s=settings.job_retention_s)
+        self.owners = Owners(self.redis)
         self.storage = Storage.from_settings(settings)
         self._checked: tuple[float, str | None] = (-READY_CACHE_S, None)
 
@@ -117,6 +126,18 @@ def _replay(job: Job, spec: dict[str, Any], response: Response) -> Job:
     return job
 
 
+def _output_in_use(output: str, holder: Job | None) -> JobConflict:
+    """409 for an output another active job writes to; that job is named only to its owner."""
+    if holder is None:  # another caller's: say that the output is busy, not whose job it is
+        what = "another job is writing there; wait for it to finish"
+    else:
+        what = (
+            f"job {holder.id} ({holder.state}) is writing there; wait for it to finish or cancel "
+            f"it (DELETE /jobs/{holder.id})"
+        )
+    return JobConflict(f"{output}: {what}", field="output", code="output_in_use")
+
+
 @router.post(
     "/jobs",
     summary="Start a bulk cleaning job over every image under a URI prefix",
@@ -129,21 +150,24 @@ async def create_job(
     request: Request,
     response: Response,
     jobs: JobsDep,
+    caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
         Header(
             alias="Idempotency-Key",
             min_length=1,
             max_length=255,
-            description="a retried POST with the same key answers with the same job",
+            description="a retried POST with the same key (from the same API key) answers with "
+            "the same job",
         ),
     ] = None,  # fmt: skip
 ) -> Job:
     wanted = spec.model_dump(mode="json")
     async with jobs.reachable() as store:
         await store.redis.ping()  # fail fast with 503, before reading the inputs
+        owner = await jobs.owners.of(caller)
         if idempotency_key:
-            existing = await store.find_idempotent(idempotency_key)
+            existing = await store.find_idempotent(idempotency_key, owner=owner)
             if existing is not None:
                 return _replay(existing, wanted, response)
     bundle = request.app.state.service.bundle
@@ -158,18 +182,15 @@ async def create_job(
     except StorageError as exc:
         raise InvalidInput(str(exc), field=exc.field, code="invalid_uri") from exc
     async with jobs.reachable() as store:
-        job_id, outcome = await store.create(wanted, idempotency=idempotency_key)
-        job = await store.get(job_id)
+        job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
+        job = await store.get(job_id, owner=owner)
+    if outcome == "busy":
+        raise _output_in_use(spec.output, job)
     if job is None:  # expired between the two calls: only with absurd retention
         raise JobNotFound(f"job {job_id} vanished")
-    if outcome == "busy":
-        raise JobConflict(
-            f"{spec.output}: job {job_id} ({job.state}) is writing there; wait for it to finish "
-            f"or cancel it (DELETE /jobs/{job_id})",
-            field="output", code="output_in_use",
-        )  # fmt: skip
     if outcome == "replayed":  # a concurrent POST with the same key won
         return _replay(job, wanted, response)
+    log.info("job %s created by %s", job.id, caller.name)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -177,13 +198,16 @@ async def create_job(
 @router.get(
     "/jobs", summary="Recent jobs, newest first", responses=error_responses(401, 503)
 )  # fmt: skip
-async def list_jobs(jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
+async def list_jobs(
+    jobs: JobsDep, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> JobList:
     async with jobs.reachable() as store:
-        return JobList(jobs=await store.list(limit))
+        return JobList(jobs=await store.list(limit, owner=await jobs.owners.of(caller)))
 
 
-async def _job(store: JobStore, job_id: str) -> Job:
-    job = await store.get(job_id)
+async def _job(store: JobStore, job_id: str, owner: str | None) -> Job:
+    """The job, or 404 when it is unknown, expired or another caller's (the same answer)."""
+    job = await store.get(job_id, owner=owner)
     if job is None:
         raise JobNotFound(f"no job {job_id!r} (unknown, or expired after its retention time)")
     return job
@@ -194,9 +218,9 @@ async def _job(store: JobStore, job_id: str) -> Job:
     summary="A job's state, counts, times, images/s and a sample of errors",
     responses=error_responses(401, 404, 503),
 )
-async def get_job(job_id: str, jobs: JobsDep) -> Job:
+async def get_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> Job:
     async with jobs.reachable() as store:
-        return await _job(store, job_id)
+        return await _job(store, job_id, await jobs.owners.of(caller))
 
 
 @router.get(
@@ -216,9 +240,9 @@ async def get_job(job_id: str, jobs: JobsDep) -> Job:
         **error_responses(401, 404, 409, 503),
     },
 )
-async def job_results(job_id: str, jobs: JobsDep) -> StreamingResponse:
+async def job_results(job_id: str, jobs: JobsDep, caller: CallerDep) -> StreamingResponse:
     async with jobs.reachable() as store:
-        job = await _job(store, job_id)
+        job = await _job(store, job_id, await jobs.owners.of(caller))
     if job.state != JobState.completed:
         raise JobConflict(
             f"job {job_id} is {job.state}: results come when it has completed",
@@ -242,10 +266,14 @@ async def job_results(job_id: str, jobs: JobsDep) -> StreamingResponse:
     summary="Cancel a queued or running job (workers drop its remaining chunks)",
     responses=error_responses(401, 404, 409, 503),
 )
-async def cancel_job(job_id: str, jobs: JobsDep) -> Job:
+async def cancel_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> Job:
     async with jobs.reachable() as store:
+        owner = await jobs.owners.of(caller)
+        await _job(store, job_id, owner)  # another caller's job: 404 before anything changes
         outcome = await store.cancel(job_id)
-        job = await _job(store, job_id)
-    if outcome != "ok" and job.state in FINISHED and job.state != JobState.cancelled:
+        job = await _job(store, job_id, owner)
+    if outcome == "ok":
+        log.info("job %s cancelled by %s", job_id, caller.name)
+    elif job.state in FINISHED and job.state != JobState.cancelled:
         raise JobConflict(f"job {job_id} has {job.state}: nothing to cancel", code="job_finished")
     return job

@@ -8,6 +8,8 @@ import time
 
 import pytest
 import redis
+from labelclean.service.auth import ANONYMOUS, Caller
+from labelclean.service.job_owner import Owners
 from labelclean.service.job_queue import JobQueue, dead_letters
 from labelclean.service.job_store import (
     DEAD,
@@ -191,3 +193,34 @@ def test_unreachable_redis_raises_connection_errors(redis_factory):
         await store.redis.aclose()
 
     run(scenario())
+
+
+def test_owners_scope_what_a_caller_sees(redis_main: RedisServer, redis_db):
+    """Owner hashes agree across API processes (one salt in Redis) and differ per key; ``get``,
+    ``list`` and ``find_idempotent`` answer for the owner's jobs only; a job without an owner
+    (made before owners, or with keys off) shows only to the shared caller (owner None)."""
+
+    async def scenario():
+        store = await _store(redis_main)
+        owners, elsewhere = Owners(store.redis), Owners(store.redis)  # two API processes
+        a = await owners.of(Caller("team-a", b"a" * 16))
+        b = await elsewhere.of(Caller("team-b", b"b" * 16))
+        assert a == await elsewhere.of(Caller("renamed", b"a" * 16)) and len(a) == 64 and a != b
+        assert await owners.of(ANONYMOUS) is None
+        a_job, _ = await store.create(SPEC, idempotency="k", owner=a)
+        b_job, outcome = await store.create(dict(SPEC, output="s3://b/o2/"), idempotency="k",
+                                            owner=b)  # fmt: skip
+        assert outcome is CreateOutcome.created and b_job != a_job
+        legacy, _ = await store.create(dict(SPEC, output="s3://b/o3/"))
+        assert [j.id for j in await store.list(10, owner=a)] == [a_job]
+        assert [j.id for j in await store.list(10)] == [legacy, b_job, a_job]
+        assert await store.get(a_job, owner=b) is None and await store.get(legacy, owner=a) is None
+        assert (await store.get(a_job, owner=a)).id == (await store.get(a_job)).id == a_job
+        assert (await store.find_idempotent("k", owner=b)).id == b_job
+        assert await store.find_idempotent("k") is None  # keys off: its own key space
+        holder, outcome = await store.create(SPEC, owner=b)  # A's output: busy, A's id
+        assert (holder, outcome) == (a_job, CreateOutcome.busy)
+        await store.redis.aclose()
+
+    run(scenario())
+    assert len(redis_db.get("labelclean:owner-salt")) == 64

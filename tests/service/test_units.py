@@ -4,6 +4,7 @@ path used without HTTP, the dynamic batcher, and settings that refuse unsafe val
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import threading
@@ -212,10 +213,37 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABELCLEAN_ALLOWED_FORMATS", "png, jpeg")
     monkeypatch.setenv("LABELCLEAN_MAX_QUEUE_DELAY_MS", "2.5")
     s = Settings()
-    assert s.key_values == (b"k" * 16, b"j" * 20)
+    assert [k.secret for k in s.named_keys] == [b"k" * 16, b"j" * 20]
     assert s.allowed_formats == ("PNG", "JPEG") and s.max_queue_delay_ms == 2.5
     assert "k" * 16 not in repr(s)  # keys never show in logs
     assert Settings(**{k.removeprefix("LABELCLEAN_").lower(): v for k, v in s.env().items()}) == s
+
+
+def test_api_keys_may_be_named_and_never_show() -> None:
+    s = Settings(api_keys="team-a:" + "a" * 16 + "," + "b" * 20 + ",team-a:" + "a" * 16)
+    a, b = s.named_keys
+    assert (a.name, a.secret) == ("team-a", b"a" * 16)
+    assert (b.name, b.secret) == ("key-" + hashlib.sha256(b"b" * 20).hexdigest()[:8], b"b" * 20)
+    assert "a" * 16 not in repr(s.named_keys) and "b" * 20 not in repr(s.named_keys)
+    assert Settings(api_keys="no/name:" + "c" * 16).named_keys[0].secret.startswith(b"no/name:")
+    refused = [
+        ("team-a:short", "'team-a' is shorter than 16"),
+        ("x:" + "a" * 16 + ",x:" + "b" * 16, "two API keys are named 'x'"),
+        ("x:" + "a" * 16 + ",y:" + "a" * 16, "listed as 'x' and as 'y'"),
+    ]
+    for keys, message in refused:
+        with pytest.raises(ValidationError, match=message) as info:
+            Settings(api_keys=keys)
+        assert "a" * 16 not in str(info.value) and "b" * 16 not in str(info.value)
+
+
+def test_a_key_is_found_among_all_in_constant_time() -> None:
+    from labelclean.service.auth import matching_key
+
+    keys = Settings(api_keys="a:" + "a" * 16 + ",b:" + "b" * 16).named_keys
+    assert matching_key(b"b" * 16, keys).name == "b"
+    assert matching_key(b"a" * 16, keys).name == "a"
+    assert matching_key(b"a" * 15, keys) is None and matching_key(b"a:" + b"a" * 16, keys) is None
 
 
 @pytest.mark.parametrize("cpus, expected", [(1, 2), (8, 8), (64, 16)])
