@@ -25,10 +25,10 @@ import hashlib
 import uuid
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 PREFIX = "labelclean:"
 QUEUE = PREFIX + "queue"
@@ -46,7 +46,8 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 def redis_client(url: str, *, timeout_s: float, retries: int) -> Redis:
     """A client with decoded responses that gives up after ``retries`` quick retries (callers
-    handle an outage: the API answers 503, a worker backs off and reconnects)."""
+    handle an outage: the API answers 503, a worker backs off and reconnects). The retry is
+    redis.asyncio's own: a synchronous one is converted with a warning on every start."""
     return Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=timeout_s,
         socket_timeout=max(timeout_s, 10.0), health_check_interval=30,

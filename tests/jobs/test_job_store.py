@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 
 import pytest
 import redis
@@ -224,3 +225,16 @@ def test_owners_scope_what_a_caller_sees(redis_main: RedisServer, redis_db):
 
     run(scenario())
     assert len(redis_db.get("labelclean:owner-salt")) == 64
+
+
+def test_the_client_retries_the_asyncio_way(redis_main: RedisServer):
+    """No "synchronous redis.retry.Retry was passed to an asyncio client" warning."""
+
+    async def scenario():
+        client = redis_client(redis_main.url, timeout_s=1, retries=2)
+        assert await client.ping()
+        await client.aclose()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(scenario())
