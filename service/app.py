@@ -82,10 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs_api.Jobs(settings)  # Redis and storage; connects on first use
     metrics.watch_jobs(app.state.jobs.store)
     install_error_handlers(app)
-    for module in (inference, health, model_info, metrics_route, jobs_api):  # busy routes first
-        app.include_router(module.router)
+    modules = [inference, health, model_info, metrics_route, jobs_api]  # busy routes first
     if settings.docs:
-        app.include_router(docs.router)
+        modules.append(docs)
+    for module in modules:
+        app.include_router(module.router)
+    app.state.api_routes = [route for module in modules for route in module.router.routes]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

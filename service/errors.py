@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..model.labels import InputError
 from ..model.preprocess import CorruptImage, ImageError, ImageTooLarge, UnsupportedImage
@@ -153,13 +154,29 @@ HTTP_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the app serves at the request's path, for a 405's ``Allow``. Starlette's
+    own names only the first route whose path matches (``Allow: GET`` for /jobs/{id}, which
+    DELETE serves too: each method is its own route). The routes are those the app lists in
+    ``app.state.api_routes`` (FastAPI wraps included routers, hiding their routes' paths)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", ()):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    headers = exc.headers
     if exc.status_code == 400:  # a body Starlette could not parse (POST /jobs: not JSON)
         json_body = "json" in request.headers.get("content-type", "")
         code = "invalid_json" if json_body else "invalid_multipart"
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    elif exc.status_code == 405 and (allow := allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allow}
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

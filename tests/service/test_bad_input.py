@@ -277,6 +277,22 @@ def test_unknown_path_and_method_are_json(server: Server) -> None:
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("OPTIONS", "/jobs/0123456789abcdef0123456789abcdef", "DELETE, GET"),
+     ("PUT", "/jobs/0123456789abcdef0123456789abcdef", "DELETE, GET"),
+     ("OPTIONS", "/jobs", "GET, POST"), ("PATCH", "/classify", "POST")],
+)  # fmt: skip
+def test_a_405_allows_every_method_of_its_path(
+    server: Server, method: str, path: str, allow: str
+) -> None:
+    """Each method of a path is its own route: Allow lists them all, not the first one's."""
+    with server.client() as c:
+        r = c.request(method, path)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == allow
+
+
 def test_exif_orientation_and_colour_are_applied(server: Server) -> None:
     """A sideways RGB JPEG with EXIF orientation 6 scores like its upright greyscale twin."""
     rng = np.random.default_rng(1)
