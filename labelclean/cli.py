@@ -16,6 +16,7 @@ never load PyTorch.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -69,7 +70,23 @@ SCHEDULE_FLAGS = {
 }
 
 
+NEEDS_TORCH = (
+    "needs PyTorch, which this install lacks (the serving install): pip install 'labelclean[train]'"
+)
+
+
+def torch_missing() -> bool:
+    """Whether PyTorch cannot be imported here (the serving image has none)."""
+    try:
+        return importlib.util.find_spec("torch") is None
+    except (ImportError, ValueError):
+        return True
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
+    if torch_missing():  # the defaults below live in training code, which imports torch
+        p.description = f"{p.description} This command {NEEDS_TORCH}."
+        return
     from labelclean.model.config import DEFAULT_CLEANER_LOSS
     from labelclean.training.loop import TrainConfig
 
@@ -471,14 +488,25 @@ TORCH_FREE = {
 }
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    """The subcommands of ``parser``."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name for action in subparsers for name in action.choices}
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line parsed. ``--help``, an unknown command and the torch-free commands work
+    without PyTorch; a command that needs it stops with one line saying so (exit 2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TORCH_FREE:
         _, options, add_args = TORCH_FREE[argv[0]]
         p = argparse.ArgumentParser(prog=f"labelclean {argv[0]}", **options)
         add_args(p)
         return p.parse_args(argv[1:], argparse.Namespace(command=argv[0]))
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv and argv[0] in _commands(parser) and torch_missing():
+        parser.exit(2, f"labelclean {argv[0]}: error: {NEEDS_TORCH}\n")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
