@@ -17,7 +17,10 @@ symlink leads out. ``file_roots=None`` (``Storage.local()``) means no confinemen
 refuses local files altogether. Local writes are atomic (a temporary file in the same folder,
 then a rename); an S3 object appears whole when its upload completes.
 
-Every failure is a ``StorageError`` whose message names the URI. Torch-free.
+Every failure is a ``StorageError`` whose message names the URI as the caller gave it and the
+kind of problem (``not found``, ``permission denied``, ...), never the backend's own text, which
+can quote a resolved path or what the backend found (the original is its ``__cause__``).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -75,6 +78,25 @@ def split_uri(uri: str) -> tuple[str, str]:
             )
         return "file", rest
     return scheme, rest
+
+
+def problem(exc: BaseException) -> str:
+    """The kind of an I/O failure, in a few fixed words: never ``exc``'s own text."""
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (FileNotFoundError, "not found"),
+        (PermissionError, "permission denied"),
+        (IsADirectoryError, "a folder, not a file"),
+        (NotADirectoryError, "a file where a folder should be"),
+        (FileExistsError, "already exists"),
+        (TimeoutError, "timed out"),
+        (ConnectionError, "storage unreachable"),
+    )
+    for kind, words in kinds:
+        if isinstance(exc, kind):
+            return words
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()  # the system's fixed words for the error number
+    return f"storage error ({type(exc).__name__})"
 
 
 def _inside(path: str, root: str) -> bool:
@@ -173,8 +195,11 @@ class Storage:
                     options.setdefault("endpoint_url", self.s3_endpoint_url)
             try:
                 fs = fsspec.filesystem(protocol, **options)
-            except (ImportError, ValueError) as exc:
-                raise StorageError(f"{protocol}:// cannot be used: {exc}") from exc
+            except ImportError as exc:
+                why = "its fsspec package is not installed"
+                raise StorageError(f"{protocol}:// cannot be used: {why}") from exc
+            except ValueError as exc:
+                raise StorageError(f"{protocol}:// cannot be used: unknown protocol") from exc
             self._filesystems[protocol] = fs
         return fs
 
@@ -183,8 +208,7 @@ class Storage:
         if isinstance(exc, StorageError):
             return exc
         missing = isinstance(exc, FileNotFoundError)
-        reason = "not found" if missing else f"{type(exc).__name__}: {exc}"
-        return StorageError(f"{uri}: cannot {action} ({reason})", uri=uri, missing=missing)
+        return StorageError(f"{uri}: cannot {action} ({problem(exc)})", uri=uri, missing=missing)
 
     # Operations.
 

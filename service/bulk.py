@@ -155,17 +155,22 @@ def plan(
             names.setdefault(image, []).append(name)
     labels: dict[str, dict[str, float]] = {}
     problems: dict[str, list[str]] = {}
+    bad_lines: list[tuple[str, str]] = []  # rows without an ImageID to file them under
     for row in io.read_label_rows(storage, spec.labels):
+        where = f"labels CSV line {row.line}"  # problems by kind: never the row's values
+        if row.problem and not row.image_id:
+            bad_lines.append(("", row.problem))
+            continue
         given = labels.setdefault(row.image_id, {})
         if row.problem:
             problems.setdefault(row.image_id, []).append(row.problem)
         elif row.label in given:
             problems.setdefault(row.image_id, []).append(
-                f"labels CSV line {row.line}: label {row.label} listed twice for this image"
+                f"{where}: its LabelName is listed twice for this image"
             )
         elif label_index is not None and row.label not in label_index:
             problems.setdefault(row.image_id, []).append(
-                f"labels CSV line {row.line}: unknown label id {row.label!r} (not in the model)"
+                f"{where}: unknown LabelName (not a label id of the model)"
             )
         else:
             given[row.label] = row.confidence  # type: ignore[assignment]
@@ -176,7 +181,7 @@ def plan(
             problems.setdefault(image, []).append(
                 f"several image files: {', '.join(sorted(files))}"
             )
-    errors = sorted((image, "; ".join(reasons)) for image, reasons in problems.items())
+    errors = sorted([*((image, "; ".join(why)) for image, why in problems.items()), *bad_lines])
     ids = sorted(names.keys() - problems.keys())
     chunks = 0
     with ThreadPoolExecutor(8) as pool:  # remote stores: a request each, several at once
@@ -216,18 +221,22 @@ def read_plan(spec: JobSpec, storage: Storage, *, model: str | None = None) -> P
     uri = io.plan_uri(spec.output, storage)
     if not storage.exists(uri):
         return None
-    meta = json.loads(storage.read_bytes(uri))
+    try:
+        meta = json.loads(storage.read_bytes(uri))
+    except ValueError:
+        meta = None
     size = spec.options.chunk_size
-    stored_model = meta.get("model")
+    stored_model = meta.get("model") if isinstance(meta, dict) else None
     if (
-        {k: meta.get(k) for k in _plan_key(spec)} != _plan_key(spec)
+        not isinstance(meta, dict)
+        or {k: meta.get(k) for k in _plan_key(spec)} != _plan_key(spec)
         or (size and size != meta.get("chunk_size"))
         or (model and stored_model and model != stored_model)
     ):
         raise InputError(
-            f"{spec.output} already holds another job's work (its _work/plan.json has other "
-            "images, labels, thresholds, chunk size or model): use another output, or remove "
-            "it",
+            f"{spec.output} already holds another job's work (its _work/plan.json is not this "
+            "job's plan: other images, labels, thresholds, chunk size or model): use another "
+            "output, or remove it",
             field="output",
         )
     return Plan(meta["chunks"], meta["total"], meta["errors"], meta["chunk_size"])

@@ -4,7 +4,7 @@
     result = await process_chunk(chunk, bundle=bundle, predict=predict, storage=storage,
                                  offload=offload, batch_size=32)
     result.rows     # (ImageID, "labelclean", LabelName, cleaned, verdict, issue, reason), in order
-    result.errors   # (ImageID, reason) of images that could not be cleaned
+    result.errors   # (ImageID, reason) of images that could not be cleaned: kinds, no data
 
 Torch-free.
 """
@@ -28,6 +28,7 @@ from ..model.cleaning import (
 from ..model.labels import InputError, parse_labels, unknown_labels_error
 from ..storage import Storage
 from . import bulk_io as io
+from .job_errors import describe, image_problem
 
 
 @dataclass(frozen=True)
@@ -137,19 +138,19 @@ async def _clean_batch(
         if isinstance(data, BaseException):
             if not isinstance(data, Exception):
                 raise data
-            errors[item.id] = f"unreadable: {data}"
+            errors[item.id] = f"unreadable: {describe(data)}"
             continue
         try:
             _, unknown = parse_labels(item.labels, bundle.index)
             if unknown:
                 raise unknown_labels_error(unknown)
-        except InputError as exc:
-            errors[item.id] = f"labels: {exc}"
+        except InputError as exc:  # its message quotes the labels: the code says the kind
+            errors[item.id] = f"labels: {exc.code}"
             continue
         good.append((item, data))
     results, bad = await clean_decodable(
         bundle, [d for _, d in good], [i.labels for i, _ in good], predict=predict,
         thresholds=thresholds, min_precision=min_precision, limits=limits, offload=offload,
     )  # fmt: skip
-    errors.update({good[k][0].id: reason for k, reason in bad.items()})
+    errors.update({good[k][0].id: image_problem(reason) for k, reason in bad.items()})
     return {good[k][0].id: r for k, r in results.items()}, errors

@@ -75,7 +75,10 @@ class LabelRow:
 def read_label_rows(storage: Storage, uri: str, *, limit: int | None = None) -> Iterator[LabelRow]:
     """Stream the rows of an ``ImageID,Source,LabelName,Confidence`` CSV (``limit``: at most so
     many). A missing file or a bad header raises InputError(field="labels"); a bad row comes back
-    with its ``problem`` (naming the line) so the caller can decide."""
+    with its ``problem`` (naming the line) so the caller can decide. Messages name the URI as
+    given, the line and the kind of problem, never what the file holds: a caller may name a
+    file that is not theirs, or not a CSV."""
+    line = 0
     try:
         with storage.open_text(uri) as fh:
             reader = csv.reader(fh)
@@ -86,26 +89,33 @@ def read_label_rows(storage: Storage, uri: str, *, limit: int | None = None) -> 
             missing = [c for c in LABEL_COLUMNS if c not in header]
             if missing:
                 raise InputError(
-                    f"{uri}: line 1: header lacks column(s) {', '.join(missing)} (expected "
-                    f"ImageID,Source,LabelName,Confidence; got {','.join(header)[:200]})",
+                    f"{uri}: line 1: expected the header ImageID,Source,LabelName,Confidence "
+                    f"(lacks {', '.join(missing)})",
                     field="labels",
                 )
             at = [header.index(c) for c in LABEL_COLUMNS]
+            line = reader.line_num
             for count, row in enumerate(reader):
+                line = reader.line_num
                 if limit is not None and count >= limit:
                     return
                 if not row:
                     continue
-                yield _label_row(uri, reader.line_num, row, len(header), at)
-    except (StorageError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{uri}: cannot read the labels CSV: {exc}", field="labels") from exc
+                yield _label_row(line, row, len(header), at)
+    except StorageError as exc:  # names the URI as given and the kind
+        raise InputError(str(exc), field="labels") from exc
+    except UnicodeDecodeError as exc:  # decoded ahead of the rows: no line to name
+        raise InputError(f"{uri}: not UTF-8 text", field="labels") from exc
+    except csv.Error as exc:  # a NUL byte, a field over csv's size limit, a stray quote
+        raise InputError(f"{uri}: line {line + 1}: malformed CSV", field="labels") from exc
 
 
-def _label_row(uri: str, line: int, row: list[str], width: int, at: list[int]) -> LabelRow:
+def _label_row(line: int, row: list[str], width: int, at: list[int]) -> LabelRow:
+    """One row, or its problem by kind. A row of the wrong width has no ImageID the job could
+    trust (its first field may be anything): it comes back with an empty one."""
     where = f"labels CSV line {line}"
     if len(row) != width:
-        image = row[at[0]].strip() if len(row) > at[0] else ""
-        return LabelRow(line, image, "", None, f"{where}: {len(row)} fields, expected {width}")
+        return LabelRow(line, "", "", None, f"{where}: {len(row)} fields, expected {width}")
     image, label, value = (row[i].strip() for i in at)
     if not image or not label:
         return LabelRow(line, image, label, None, f"{where}: empty ImageID or LabelName")
@@ -114,13 +124,7 @@ def _label_row(uri: str, line: int, row: list[str], width: int, at: list[int]) -
     except ValueError:
         confidence = math.nan
     if not 0.0 <= confidence <= 1.0:  # NaN fails too
-        return LabelRow(
-            line,
-            image,
-            label,
-            None,
-            f"{where}: Confidence {value[:40]!r} is not a number in [0, 1]",
-        )
+        return LabelRow(line, image, label, None, f"{where}: Confidence is not a number in [0, 1]")
     return LabelRow(line, image, label, confidence)
 
 

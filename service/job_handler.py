@@ -36,6 +36,7 @@ from ..storage import Storage
 from . import bulk
 from .backend_client import backoff
 from .bulk_io import part_uri, plan_errors_uri, read_csv_rows
+from .job_errors import describe, frames
 from .job_queue import JobQueue, Message
 from .job_record import FINISHED, JobState
 from .job_redis import ERROR_SAMPLE, UNREACHABLE
@@ -82,8 +83,8 @@ class JobHandler:
             return
         try:
             spec = bulk.JobSpec.model_validate(found[1])
-        except ValueError as exc:  # written by another version: nothing to do with it
-            await self._dead_letter(message, None, f"unreadable job spec: {exc}")
+        except ValueError:  # written by another version: nothing to do with it
+            await self._dead_letter(message, None, "unreadable job spec (another version's?)")
             return
         if message.deliveries > self.settings.job_max_tries:
             last = await self.store.last_error(message.job, message.part)
@@ -105,15 +106,17 @@ class JobHandler:
             await self._failed(message, spec, exc)
 
     async def _failed(self, message: Message, spec: bulk.JobSpec, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        """What the caller sees (job error, dead letter, errors.csv) and the log says is the
+        kind of failure (service.job_errors), never the exception's text: it may quote data."""
+        error = describe(exc)[:2000]
         if message.kind == "plan" and isinstance(exc, InputError):  # the inputs: no use retrying
             log.warning("job %s: cannot plan: %s", message.job, error)
             await self.store.fail(message.job, f"cannot plan the job: {error}", message=message.id)
             return
         log.warning(
-            "job %s: %s %s failed (try %d of %d): %s", message.job, message.kind,
+            "job %s: %s %s failed (try %d of %d): %s; %s", message.job, message.kind,
             "" if message.chunk is None else message.chunk, message.deliveries,
-            self.settings.job_max_tries, error, exc_info=exc,
+            self.settings.job_max_tries, error, frames(exc),
         )  # fmt: skip
         if message.deliveries >= self.settings.job_max_tries:
             await self._dead_letter(message, spec, error)
@@ -130,7 +133,9 @@ class JobHandler:
                 chunk = await asyncio.to_thread(bulk.load_chunk, spec, self.storage, message.chunk)
                 images = [item.id for item in chunk.items]
             except Exception as exc:  # noqa: BLE001 - then the images cannot be named
-                log.warning("job %s: chunk %s unreadable: %s", message.job, message.chunk, exc)
+                log.warning(
+                    "job %s: chunk %s unreadable: %s", message.job, message.chunk, describe(exc)
+                )  # fmt: skip
         log.error(
             "job %s: %s %s dead-lettered after %d tries: %s", message.job, message.kind,
             "" if message.chunk is None else message.chunk, message.deliveries, error,

@@ -163,7 +163,7 @@ def check_results(files: JobFiles, out: Path, bundle, onnx, summary: dict, **kw)
     assert set(reasons) == {TRUNCATED, NOT_AN_IMAGE, UNKNOWN, GHOST}
     assert reasons[TRUNCATED].startswith("corrupt_image")
     assert reasons[NOT_AN_IMAGE].startswith("unsupported_image")
-    assert "/fm/unknown" in reasons[UNKNOWN]
+    assert "unknown LabelName" in reasons[UNKNOWN] and "/fm/unknown" not in reasons[UNKNOWN]
     assert reasons[GHOST].startswith("no image file under")
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["cleaned"] == len(files.good) and summary["failed"] == 4

@@ -235,9 +235,9 @@ def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Pa
     refused("labels", "not found", labels=f"{job_files.root}/missing.csv")
     bad = job_files.root / "bad.csv"
     bad.write_text("ImageID,Source,LabelName\nimg-0000,machine,/fm/bag\n")
-    refused("labels", "header lacks column.*Confidence", labels=str(bad))
+    refused("labels", "line 1: expected the header .*lacks Confidence", labels=str(bad))
     bad.write_text("ImageID,Source,LabelName,Confidence\nimg-0000,machine,/fm/bag,high\n")
-    refused("labels", "line 2: Confidence 'high' is not a number", labels=str(bad))
+    refused("labels", r"line 2: Confidence is not a number in \[0, 1\]$", labels=str(bad))
     refused("output", "outside the allowed folders", output=str(tmp_path / "elsewhere"))
     options = JobOptions(thresholds={"/fm/nope": 0.5})
     refused("options.thresholds", "unknown label", options=options)
