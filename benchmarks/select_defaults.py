@@ -46,7 +46,7 @@ def fitted(run: Path, features, lambdas):
 
 
 def figures(oof, ancestors, fit, min_outcomes: float) -> dict[str, float]:
-    v = validate(oof, fit.oof_issue, {}, ancestors, min_class_outcomes=min_outcomes)
+    v = validate(oof, fit.oof_issue, ancestors, min_class_outcomes=min_outcomes)
     return {
         "final F1": v["final"]["f1"],
         "wrong AP": v["issue"]["wrong"]["ap"],

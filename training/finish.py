@@ -135,7 +135,7 @@ def finish(
     }
     decision = fit_decision(oof, fit.oof_issue, thresholds["cleaned"], cfg)
     ancestors = data.hierarchy.ancestor_columns(_index(data)) if data.hierarchy else None
-    validation = validate(oof, fit.oof_issue, thresholds, ancestors, cfg.min_precision)
+    validation = validate(oof, fit.oof_issue, ancestors, cfg.min_precision)
     test_s, test_c, test_issue = predict_part(net, data.test, device)
     test = data.test
     arrays = {

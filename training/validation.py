@@ -1,7 +1,7 @@
 """How well the decision and the issue score do on images no fit saw: V's out-of-sample reads
 (``validate``, what chooses defaults) and the test split (``decision_metrics``, for the report).
 
-    figures = validate(oof, fit.oof_issue, thresholds, ancestors)
+    figures = validate(oof, fit.oof_issue, ancestors)
     figures["final"]["f1"], figures["machine_thresholded"]["f1"], figures["issue"]["wrong"]["ap"]
 
 ``validate`` chooses every threshold on all folds but one and applies it to the fold left out
@@ -38,17 +38,17 @@ def _at(values: np.ndarray, thresholds: Any) -> np.ndarray:
     return values >= np.asarray(thresholds, dtype=np.float32)
 
 
-def validate(
+def cross_validated_sets(
     oof: OutOfFold,
     oof_issue: np.ndarray,
-    thresholds: dict[str, list[float]],
     ancestors: Sequence[np.ndarray] | None = None,
     min_precision: float | None = None,
     **cut_options: Any,
-) -> dict[str, Any]:
-    """Cross-validated figures on V (see the module docstring); ``thresholds``: unused but for
-    its keys' names (each is chosen again without the fold it is applied to)."""
-    del thresholds
+) -> dict[str, np.ndarray]:
+    """(N, d) bool label sets of V's images, each fold's from thresholds chosen on the other
+    folds: ``final`` (the issue rule, then the hierarchy), ``paper_rule`` (c at its per-class
+    thresholds, then the hierarchy) and ``machine_thresholded`` (the listed labels whose
+    confidence reaches its per-class threshold). ``cut_options`` go to ``choose_cuts``."""
     folds = _folds(oof)
     n, d = oof.noisy.shape
     sets = {name: np.zeros((n, d), bool) for name in ("final", "paper_rule", "machine_thresholded")}
@@ -66,6 +66,21 @@ def validate(
         sets["paper_rule"][held] = consistent(_at(oof.cleaned[held], t_clean), ancestors)
         t_noisy = calibrate_thresholds(oof.noisy[fit], *args)
         sets["machine_thresholded"][held] = listed[held] & _at(oof.noisy[held], t_noisy)
+    return sets
+
+
+def validate(
+    oof: OutOfFold,
+    oof_issue: np.ndarray,
+    ancestors: Sequence[np.ndarray] | None = None,
+    min_precision: float | None = None,
+    **cut_options: Any,
+) -> dict[str, Any]:
+    """Cross-validated figures on V (see the module docstring): the sets of
+    ``cross_validated_sets`` and the issue score's AP and the decision's flags."""
+    sets = cross_validated_sets(oof, oof_issue, ancestors, min_precision, **cut_options)
+    listed = oof.noisy > 0
+    n = len(oof)
     out: dict[str, Any] = {
         name: set_metrics(chosen, oof.human, oof.known) for name, chosen in sets.items()
     }
@@ -78,7 +93,7 @@ def validate(
         oof.noisy, oof.human, oof.known,
     )  # fmt: skip
     out["images"] = n
-    out["folds"] = int(len(np.unique(folds)))
+    out["folds"] = int(len(np.unique(_folds(oof))))
     return out
 
 
