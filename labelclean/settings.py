@@ -26,6 +26,7 @@ from .api_keys import ApiKey, parse_api_keys
 
 MAX_BODY_BYTES_LIMIT = 1 << 30  # 1 GiB: more than this in one request is never reasonable
 MAX_PIXELS_LIMIT = 178_956_970  # Pillow's own "certainly a decompression bomb" limit
+MAX_IMAGE_BYTES = 32 << 20  # a bulk job's image: read whole, a few batches of them at a time
 KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "ICO", "MPO")
 
 
@@ -133,6 +134,16 @@ class Settings(BaseSettings):
     job_chunk_size: int = Field(
         1000, ge=1, le=100_000, description="images per chunk: the unit a worker takes"
     )
+    job_max_chunk_size: int = Field(
+        10_000, ge=1, le=100_000,
+        description="the largest `options.chunk_size` a job may ask for (422 above it): a chunk "
+        "is held by one worker and its results written whole",
+    )  # fmt: skip
+    max_image_bytes: int = Field(
+        MAX_IMAGE_BYTES, ge=1024, le=MAX_BODY_BYTES_LIMIT,
+        description="bytes of one image of a bulk job (at most 1 GiB); a bigger one is refused "
+        "before it is read, a line of errors.csv",
+    )  # fmt: skip
     job_max_tries: int = Field(
         3, ge=1, le=100, description="tries of a chunk before it goes to the dead-letter stream"
     )
@@ -196,6 +207,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.max_queue_images < self.max_images:
             raise ValueError("max_queue_images must be at least max_images")
+        if self.job_max_chunk_size < self.job_chunk_size:
+            raise ValueError("job_max_chunk_size must be at least job_chunk_size")
         return self
 
     @cached_property

@@ -26,6 +26,7 @@ Torch-free.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -57,6 +58,11 @@ class StorageError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class TooLarge(StorageError):
+    """An object over the size its reader allows (``read_bytes(max_bytes=)``), refused having
+    read at most one byte more than that."""
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -228,18 +234,40 @@ class Storage:
         except Exception as exc:  # noqa: BLE001 - any backend error: say which URI
             raise self._error(uri, "check", exc) from exc
 
-    def read_bytes(self, uri: str) -> bytes:
+    def read_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+        """The whole object. With ``max_bytes``, a bigger one raises TooLarge, and memory never
+        holds more than ``max_bytes + 1`` of its bytes: a local file's size is checked before
+        reading (fstat of the opened file), an S3 object is fetched with one GET of at most
+        that many bytes (a HEAD first would cost a round trip per image), any other object's
+        size is asked for first."""
         protocol, path = self._check(uri)
         try:
-            if protocol == "file":
-                with open(path, "rb") as fh:
-                    return fh.read()
-            fs = self._fs(protocol)
-            if ALIASES.get(protocol, protocol) == "s3":  # one GET; s3fs's default sends a HEAD
-                return fs.cat_file(path, max_concurrency=1)  # first, to split big objects
-            return fs.cat_file(path)
+            data = self._read(protocol, path, max_bytes)
         except Exception as exc:  # noqa: BLE001
             raise self._error(uri, "read", exc) from exc
+        if data is None or (max_bytes is not None and len(data) > max_bytes):
+            raise TooLarge(f"{uri}: larger than {max_bytes} bytes (not read)", uri=uri)
+        return data
+
+    def _read(self, protocol: str, path: str, limit: int | None) -> bytes | None:
+        """At most ``limit + 1`` bytes of the object (all without a limit); None when its size,
+        known before reading, is over ``limit``."""
+        if protocol == "file":
+            with open(path, "rb") as fh:
+                if limit is None:
+                    return fh.read()
+                return None if os.fstat(fh.fileno()).st_size > limit else fh.read(limit + 1)
+        fs = self._fs(protocol)
+        if ALIASES.get(protocol, protocol) != "s3":
+            return None if limit is not None and fs.size(path) > limit else fs.cat_file(path)
+        if limit is None:  # one GET; s3fs's default sends a HEAD first, to split big objects
+            return fs.cat_file(path, max_concurrency=1)
+        try:
+            return fs.cat_file(path, start=0, end=limit + 1)  # one ranged GET
+        except OSError as exc:  # S3 answers InvalidRange for any range of an empty object
+            if exc.errno == errno.EINVAL and fs.size(path) == 0:
+                return b""
+            raise
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write the whole object at once: atomic for local files (temporary file + rename)."""

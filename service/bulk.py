@@ -24,9 +24,9 @@ import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..model.decision import Decision
 from ..model.labels import InputError, parse_thresholds
@@ -43,6 +43,7 @@ __all__ = [
 
 PLAN_VERSION = 2  # 2: the decision's options (thresholds, min_precision) key the plan
 VALIDATE_ROWS = 100
+MAX_URI_BYTES = 2048
 
 
 class JobOptions(BaseModel):
@@ -64,12 +65,22 @@ class JobOptions(BaseModel):
     chunk_size: int | None = Field(None, ge=1, le=100_000, description="images per chunk")
 
 
+def _short(uri: str) -> str:
+    if len(uri.encode()) > MAX_URI_BYTES:
+        raise ValueError(f"at most {MAX_URI_BYTES} bytes (UTF-8)")
+    return uri
+
+
+Uri = Annotated[str, Field(min_length=1, max_length=MAX_URI_BYTES), AfterValidator(_short)]
+"""A job's URI: 1 character to 2 KiB (a longer one is refused, naming the field)."""
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    images: str = Field(..., min_length=1, description="URI prefix holding <ImageID>.<ext>")
-    labels: str = Field(..., min_length=1, description="URI of ImageID,Source,LabelName,Confidence")
-    output: str = Field(..., min_length=1, description="URI prefix the results are written to")
+    images: Uri = Field(..., description="URI prefix holding <ImageID>.<ext>")
+    labels: Uri = Field(..., description="URI of ImageID,Source,LabelName,Confidence")
+    output: Uri = Field(..., description="URI prefix the results are written to")
     options: JobOptions = Field(default_factory=JobOptions)
 
 
@@ -90,11 +101,20 @@ def validate_spec(
     storage: Storage,
     bundle_index: Mapping[str, int] | None,
     decision: Decision | None = None,
+    *,
+    max_chunk_size: int | None = None,
 ) -> None:
-    """Refuse a job whose inputs are missing or malformed, naming the field: images (allowed,
-    lists, holds images), labels (exists, header, first rows parse), output (allowed, writable),
-    options.thresholds (against ``bundle_index`` when given) and options.min_precision
-    (against ``decision`` when given)."""
+    """Refuse a job whose inputs are missing or malformed, naming the field: options.chunk_size
+    (at most ``max_chunk_size``), images (allowed, lists, holds images), labels (exists, header,
+    first rows parse), output (allowed, writable), options.thresholds (against
+    ``bundle_index`` when given) and options.min_precision (against ``decision`` when given)."""
+    size = spec.options.chunk_size
+    if max_chunk_size is not None and size is not None and size > max_chunk_size:
+        raise InputError(
+            f"options.chunk_size: at most {max_chunk_size} images a chunk here "
+            "(LABELCLEAN_JOB_MAX_CHUNK_SIZE)",
+            field="options.chunk_size",
+        )
     for name in ("images", "labels", "output"):
         try:
             storage.check(getattr(spec, name))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..model.bundle import Bundle
@@ -26,7 +27,7 @@ from ..model.cleaning import (
     clean_decodable,
 )
 from ..model.labels import InputError, parse_labels, unknown_labels_error
-from ..storage import Storage
+from ..storage import Storage, TooLarge
 from . import bulk_io as io
 from .job_errors import describe, image_problem
 
@@ -69,12 +70,14 @@ async def process_chunk(
     batch_size: int = 32,
     in_flight: int = 3,
     on_batch: Callable[[int], None] | None = None,
+    max_image_bytes: int | None = None,
 ) -> ChunkResult:
     """Clean a chunk's images in batches of ``batch_size`` with ``clean_images``. Up to
     ``in_flight`` batches are under way at once, so reading (through ``offload``, a thread
     pool) and decoding of the next batches overlap the current batch's inference; ``predict``
-    runs one batch at a time. Unreadable or undecodable images and bad labels are listed in
-    ``errors`` and the rest of their batch is cleaned. ``on_batch(images)`` after each batch."""
+    runs one batch at a time. Unreadable or undecodable images, images over
+    ``max_image_bytes`` (refused before they are read) and bad labels are listed in ``errors``
+    and the rest of their batch is cleaned. ``on_batch(images)`` after each batch."""
     run = offload or (lambda fn, *args: asyncio.to_thread(fn, *args))
     lock = asyncio.Lock()
 
@@ -87,7 +90,8 @@ async def process_chunk(
     async def batch(items: list[ChunkItem]) -> tuple[dict[str, Any], dict[str, str]]:
         async with gate:
             out = await _clean_batch(items, bundle, one_at_a_time, storage, run, limits,
-                                     thresholds, min_precision, offload)  # fmt: skip
+                                     thresholds, min_precision, offload,
+                                     max_image_bytes)  # fmt: skip
         if on_batch is not None:
             on_batch(len(items))
         return out
@@ -129,16 +133,22 @@ async def process_chunk(
 async def _clean_batch(
     items: list[ChunkItem], bundle: Bundle, predict: Predict, storage: Storage, run: Offload,
     limits: ImageLimits, thresholds: Any, min_precision: float | None, offload: Offload | None,
+    max_image_bytes: int | None,
 ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
     errors: dict[str, str] = {}
-    read = await asyncio.gather(*(run(storage.read_bytes, i.uri) for i in items),
-                                return_exceptions=True)  # fmt: skip
+    read_one = storage.read_bytes
+    if max_image_bytes is not None:
+        read_one = partial(storage.read_bytes, max_bytes=max_image_bytes)
+    read = await asyncio.gather(*(run(read_one, i.uri) for i in items), return_exceptions=True)
     good: list[tuple[ChunkItem, bytes]] = []
     for item, data in zip(items, read, strict=True):
         if isinstance(data, BaseException):
             if not isinstance(data, Exception):
                 raise data
-            errors[item.id] = f"unreadable: {describe(data)}"
+            if isinstance(data, TooLarge):
+                errors[item.id] = f"image_too_large: over {max_image_bytes} bytes (not read)"
+            else:
+                errors[item.id] = f"unreadable: {describe(data)}"
             continue
         try:
             _, unknown = parse_labels(item.labels, bundle.index)

@@ -178,6 +178,7 @@ class JobHandler:
                 limits=self.limits, thresholds=spec.options.thresholds,
                 min_precision=spec.options.min_precision,
                 offload=self._io.run, batch_size=self.settings.worker_batch_size,
+                max_image_bytes=self.settings.max_image_bytes,
             )  # fmt: skip
             if self.test_delay_s:
                 await asyncio.sleep(self.test_delay_s)

@@ -178,6 +178,7 @@ async def create_job(
             jobs.storage,
             bundle.index if bundle else None,
             bundle.decision if bundle else None,
+            max_chunk_size=jobs.settings.job_max_chunk_size,
         )
     except StorageError as exc:
         raise InvalidInput(str(exc), field=exc.field, code="invalid_uri") from exc

@@ -19,6 +19,7 @@ from typing import Any
 from ..model.bundle import load_bundle
 from ..model.cleaning import DEFAULT_LIMITS, ImageLimits
 from ..model.runtime import Device, OnnxModel
+from ..settings import MAX_IMAGE_BYTES
 from ..storage import Storage
 from .bulk import (
     JobSpec,
@@ -62,9 +63,11 @@ def run_offline(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     batch_size: int = 32,
     limits: ImageLimits = DEFAULT_LIMITS,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
 ) -> dict[str, Any]:
     """Clean the job's images and write cleaned.csv, errors.csv, summary.json under
-    ``spec.output``; returns the summary. ``storage`` defaults to ``Storage.local()``.
+    ``spec.output``; returns the summary. ``storage`` defaults to ``Storage.local()``; an
+    image over ``max_image_bytes`` is an error line, not read.
     Bad inputs raise InputError naming the field (images, labels, output, options.thresholds)
     before any work; a chunk that fails stops the run (RuntimeError naming it) with the chunks
     before it stored."""
@@ -99,6 +102,7 @@ def run_offline(
                             limits=limits, thresholds=spec.options.thresholds,
                             min_precision=spec.options.min_precision, offload=offload,
                             batch_size=batch_size, on_batch=bar.update,
+                            max_image_bytes=max_image_bytes,
                         )  # fmt: skip
                     if storing is not None:
                         with _naming(storing[0], job):

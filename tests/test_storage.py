@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labelclean.settings import Settings
-from labelclean.storage import Storage, StorageError, split_uri
+from labelclean.storage import Storage, StorageError, TooLarge, split_uri
 
 from .bulk_fixtures import s3  # noqa: F401 - fixture
 
@@ -171,3 +171,32 @@ def test_s3_through_moto(s3: str):  # noqa: F811
     ):
         with pytest.raises(StorageError, match=match):
             action(uri)
+
+
+def test_reads_are_bounded_before_they_are_read(tree: Path, s3: str):  # noqa: F811
+    """``max_bytes``: a local file's size is checked before reading (a sparse 8 GiB file is
+    refused at once), an S3 object is fetched with one ranged GET; at the limit is fine."""
+    import boto3
+
+    sparse = tree / "huge.png"
+    with sparse.open("wb") as fh:
+        fh.truncate(8 << 30)
+    (tree / "ten.bin").write_bytes(b"0123456789")
+    local = Storage(file_roots=[tree])
+    with pytest.raises(TooLarge, match=r"huge.png: larger than 1024 bytes \(not read\)"):
+        local.read_bytes(f"file://{sparse}", max_bytes=1024)
+    assert local.read_bytes(f"file://{tree}/ten.bin", max_bytes=10) == b"0123456789"
+    with pytest.raises(TooLarge):
+        local.read_bytes(f"file://{tree}/ten.bin", max_bytes=9)
+    client = boto3.client("s3", endpoint_url=s3)
+    client.create_bucket(Bucket="bounded")
+    for key, body in (("ten", b"0123456789"), ("empty", b"")):
+        client.put_object(Bucket="bounded", Key=key, Body=body)
+    remote = Storage(protocols=("s3",), s3_endpoint_url=s3)
+    assert remote.read_bytes("s3://bounded/ten", max_bytes=10) == b"0123456789"
+    assert remote.read_bytes("s3://bounded/empty", max_bytes=10) == b""
+    with pytest.raises(TooLarge, match="s3://bounded/ten: larger than 9 bytes"):
+        remote.read_bytes("s3://bounded/ten", max_bytes=9)
+    with pytest.raises(StorageError, match="not found") as info:
+        remote.read_bytes("s3://bounded/missing", max_bytes=9)
+    assert not isinstance(info.value, TooLarge)
