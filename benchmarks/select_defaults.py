@@ -71,7 +71,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     heads = {"own + hierarchy, per-class terms": HEADS["own + hierarchy, per-class terms"]}
-    cut_options = {"per class at 100 of each outcome": MIN_CLASS_OUTCOMES}
+    cut_options = {f"per class at {MIN_CLASS_OUTCOMES} of each outcome": MIN_CLASS_OUTCOMES}
     if not args.default_only:
         heads, cut_options = HEADS, THRESHOLDS
     columns = ["final F1", "wrong AP", "missing AP", "wrong F1", "missing F1"]

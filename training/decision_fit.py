@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GRID = 128
-MIN_CLASS_OUTCOMES = 100  # verified pairs of each outcome a class needs for a cut of its own
+MIN_CLASS_OUTCOMES = 300  # verified pairs of each outcome a class needs for a cut of its own
 SWEEPS = 2
 
 
@@ -80,8 +80,12 @@ def choose_cuts(
     *,
     min_precision: float | None = None,
     min_class_outcomes: float = MIN_CLASS_OUTCOMES,
+    own: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Cuts:
-    """The thresholds for (N, d) ``issue`` scores of images no fit saw; see the module doc."""
+    """The thresholds for (N, d) ``issue`` scores of images no fit saw; see the module doc.
+    ``own``: (remove, add) (d,) bool, the classes that get a cut of their own, instead of
+    ``own_cuts(noisy, human, known, min_class_outcomes)`` (validation fixes them from all of V,
+    so that each fold's fit has the structure of the final one)."""
     n, d = issue.shape
     known = known.astype(bool)
     listed, truth = noisy > 0, human >= 0.5
@@ -100,19 +104,31 @@ def choose_cuts(
     remove = np.full(d, pooled[0])
     add = np.full(d, pooled[1])
     per_class = np.zeros(d, bool)
-    own = {
-        k: (_enough(tl, min_class_outcomes), _enough(tu, min_class_outcomes))
-        for k, (_, tl, _, tu) in groups.items()
+    own_remove, own_add = (
+        own if own is not None else own_cuts(noisy, human, known, min_class_outcomes)
+    )
+    chosen = {
+        k: (bool(own_remove[k]), bool(own_add[k])) for k in range(d) if own_remove[k] or own_add[k]
     }
-    own = {k: v for k, v in own.items() if any(v)}
-    if own:
-        remove, add, per_class = _per_class(groups, own, remove, add, positives, min_precision)
+    if chosen:
+        remove, add, per_class = _per_class(groups, chosen, remove, add, positives, min_precision)
     return Cuts(remove.astype(np.float32), add.astype(np.float32), per_class)
 
 
-def _enough(truth: np.ndarray, least: float) -> bool:
-    """Whether a class's pairs of one group hold ``least`` of each outcome."""
-    return min(int(truth.sum()), int((~truth).sum())) >= least
+def own_cuts(
+    noisy: np.ndarray, human: np.ndarray, known: np.ndarray, least: float = MIN_CLASS_OUTCOMES
+) -> tuple[np.ndarray, np.ndarray]:
+    """(remove, add) (d,) bool: the classes whose listed pairs (for a remove cut) or unlisted
+    pairs (for an add cut) hold ``least`` verified pairs of each outcome."""
+    known = known.astype(bool)
+    listed, truth = noisy > 0, human >= 0.5
+    out = []
+    for group in (listed, ~listed):
+        chosen = known & group
+        yes = (chosen & truth).sum(0)
+        no = (chosen & ~truth).sum(0)
+        out.append(np.minimum(yes, no) >= least)
+    return out[0], out[1]
 
 
 def _selected(group, remove: float, add: float) -> tuple[int, int]:

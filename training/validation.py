@@ -5,10 +5,11 @@
     figures["final"]["f1"], figures["machine_thresholded"]["f1"], figures["issue"]["wrong"]["ap"]
 
 ``validate`` chooses every threshold on all folds but one and applies it to the fold left out
-(the issue scores are already out-of-fold, training.issue_fit), so its F1 figures are honest
-estimates: the final label sets (the issue rule, then the hierarchy), the paper's rule (c at its
-per-class thresholds, then the hierarchy) and the machine's confidences at their per-class
-thresholds. All pooled over the verified pairs.
+(the issue scores are already out-of-fold, training.issue_fit), with the classes that get cuts
+of their own fixed as the final fit on all of V fixes them, so its F1 figures are honest
+estimates of the final rule: the final label sets (the issue rule, then the hierarchy), the
+paper's rule (c at its per-class thresholds, then the hierarchy) and the machine's confidences
+at their per-class thresholds. All pooled over the verified pairs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from .crossfit import OutOfFold
-from .decision_fit import choose_cuts, consistent, final_sets, set_metrics
+from .decision_fit import (
+    MIN_CLASS_OUTCOMES,
+    choose_cuts,
+    consistent,
+    final_sets,
+    own_cuts,
+    set_metrics,
+)
 from .issue_detection import detection_metrics
 from .metrics import calibrate_thresholds
 
@@ -51,14 +59,17 @@ def cross_validated_sets(
     confidence reaches its per-class threshold). ``cut_options`` go to ``choose_cuts``."""
     folds = _folds(oof)
     n, d = oof.noisy.shape
+    least = cut_options.pop("min_class_outcomes", MIN_CLASS_OUTCOMES)
+    own = own_cuts(oof.noisy, oof.human, oof.known, least)  # as the final fit on all of V
     sets = {name: np.zeros((n, d), bool) for name in ("final", "paper_rule", "machine_thresholded")}
     listed = oof.noisy > 0
     for j in np.unique(folds):
         fit, held = folds != j, folds == j
         args = (oof.human[fit], oof.known[fit])
         cuts = choose_cuts(
-            oof_issue[fit], oof.noisy[fit], *args, min_precision=min_precision, **cut_options
-        )
+            oof_issue[fit], oof.noisy[fit], *args, min_precision=min_precision, own=own,
+            **cut_options,
+        )  # fmt: skip
         sets["final"][held] = final_sets(
             oof.noisy[held], oof_issue[held], cuts.remove, cuts.add, ancestors
         )
