@@ -20,7 +20,6 @@ import csv
 import itertools
 import json
 import logging
-import os
 from functools import partial
 from typing import Any
 
@@ -46,9 +45,6 @@ from .threads import ThreadPool
 
 log = logging.getLogger("labelclean.worker")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # before a failed message's next try
-TEST_DELAY_ENV = "LABELCLEAN_TEST_CHUNK_DELAY_S"
-"""Tests only: seconds a worker waits between cleaning a chunk and storing it, so that a test
-can stop it while it holds the chunk."""
 
 
 class JobHandler:
@@ -65,7 +61,6 @@ class JobHandler:
         self.store = store
         self.queue = queue
         self.limits = ImageLimits(settings.max_pixels, settings.allowed_formats)
-        self.test_delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
         # Reads wait on storage (S3 round trips), not on the CPU: as many threads as offline.
         self._io = ThreadPool(max(READ_THREADS, decode_threads(settings)), "read")
         self._infer = ThreadPool(1, "infer")
@@ -180,8 +175,6 @@ class JobHandler:
                 offload=self._io.run, batch_size=self.settings.worker_batch_size,
                 max_image_bytes=self.settings.max_image_bytes,
             )  # fmt: skip
-            if self.test_delay_s:
-                await asyncio.sleep(self.test_delay_s)
             await asyncio.to_thread(bulk.store_chunk, spec, self.storage, n, result)
             done, errors = result.done, result.errors
         await self.store.complete_chunk(

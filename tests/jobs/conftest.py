@@ -45,6 +45,7 @@ N_IMAGES = 200
 CORRUPT = ["corrupt-0", "corrupt-1"]  # image files that are not images
 MISSING = "no-such-image"  # labels CSV rows without an image file
 THRESHOLDS = {"/fm/bag": 0.3}
+SLOW_WORKER = Path(__file__).with_name("slow_worker.py")
 
 
 @dataclass
@@ -263,12 +264,15 @@ class Workers:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, *, burst: bool = True, redis_url: str | None = None,
-              **extra: str) -> subprocess.Popen[bytes]:  # fmt: skip
+              delay_s: float | None = None, **extra: str) -> subprocess.Popen[bytes]:  # fmt: skip
+        """A worker; with ``delay_s``, one that waits so long between cleaning each chunk and
+        storing it (tests/jobs/slow_worker.py: injected here, not read by production code)."""
         env = dict(self.env, **extra)
         if redis_url:
             env["LABELCLEAN_REDIS_URL"] = redis_url
         log = (self.folder / f"worker-{len(self.started)}.log").open("wb")
-        args = [sys.executable, "-m", "labelclean.cli", "worker", "--model", str(self.bundle)]
+        program = ["-m", "labelclean.cli"] if delay_s is None else [str(SLOW_WORKER), str(delay_s)]
+        args = [sys.executable, *program, "worker", "--model", str(self.bundle)]
         process = subprocess.Popen(
             [*args, *(["--burst"] if burst else [])], env=env, stdout=log, stderr=subprocess.STDOUT
         )  # fmt: skip

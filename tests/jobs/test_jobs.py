@@ -78,10 +78,13 @@ def held_chunks(redis_db, consumer: str | None = None) -> list[dict]:
     return [p for p in pending if consumer is None or p["consumer"] == consumer]
 
 
-def start_holding(workers: Workers, redis_db, job_id: str, delay_s: str) -> subprocess.Popen:
+def start_holding(
+    workers: Workers, redis_db, job_id: str, delay_s: float, **kwargs: object
+) -> subprocess.Popen:
     """A worker that waits ``delay_s`` between cleaning each chunk and storing it, returned once
     it holds one of ``job_id``'s chunks."""
-    worker = workers.start(burst=False, LABELCLEAN_TEST_CHUNK_DELAY_S=delay_s)
+    kwargs.setdefault("burst", False)
+    worker = workers.start(delay_s=delay_s, **kwargs)
     wait_for(lambda: redis_db.hget(job_key(job_id), "planned") and held_chunks(redis_db),
              "the worker to hold a chunk", timeout=60)  # fmt: skip
     return worker
@@ -149,7 +152,7 @@ def test_a_killed_workers_chunk_is_reclaimed_and_every_image_done_once(
 ) -> None:
     with server.client() as c:
         job_id = c.post("/jobs", json=spec(bucket, "out-kill")).json()["id"]
-        victim = start_holding(workers, redis_db, job_id, "60")  # 60 s: it is killed first
+        victim = start_holding(workers, redis_db, job_id, 60)  # 60 s: it is killed first
         [held] = held_chunks(redis_db)
         maps = Path(f"/proc/{victim.pid}/maps").read_text()
         assert "onnxruntime" in maps and "libtorch" not in maps and "/torch/" not in maps
@@ -223,7 +226,7 @@ def test_sigterm_finishes_the_chunk_in_hand(
 ) -> None:
     with server.client() as c:
         job_id = c.post("/jobs", json=spec(bucket, "out-term")).json()["id"]
-        worker = start_holding(workers, redis_db, job_id, "2")
+        worker = start_holding(workers, redis_db, job_id, 2)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0, output(worker)
         assert held_chunks(redis_db) == []  # acknowledged, not left to be reclaimed
@@ -331,7 +334,7 @@ def test_a_job_survives_a_redis_restart_with_the_append_only_file(
     client = aof.client()
     body = spec(bucket, "out-aof")
     job_id = create_job(aof.url, body)
-    worker = workers.start(redis_url=aof.url, LABELCLEAN_TEST_CHUNK_DELAY_S="0.3")
+    worker = workers.start(redis_url=aof.url, delay_s=0.3)
     wait_for(lambda: int(client.hget(job_key(job_id), "chunks_done") or 0) >= 2,
              "two chunks", timeout=60)  # fmt: skip
     aof.kill()
