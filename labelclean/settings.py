@@ -15,6 +15,7 @@ the README's settings table and docker/.env.example are generated from them
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +24,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .api_keys import ApiKey, parse_api_keys
+from .storage.errors import BadUri
+from .storage.uris import canonical_root, safe_protocol, shown
 
 MAX_BODY_BYTES_LIMIT = 1 << 30  # 1 GiB: more than this in one request is never reasonable
 MAX_PIXELS_LIMIT = 178_956_970  # Pillow's own "certainly a decompression bomb" limit
@@ -118,15 +121,26 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis holding the job queue and job state"
     )
+    storage_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated URI prefixes that every job URI (images, labels, output) "
+        "and every file a job writes must lie under, e.g. "
+        "`file:///buckets/,s3://uploads/,s3://cleaned/` (`s3://bucket/` allows the whole "
+        "bucket; prefixes match whole path segments); checked on the canonical location "
+        "(protocol aliases and case, `//`, `.`, `..`, percent-encoding, local symlinks); "
+        "empty, and no FILE_ROOTS = every job URI refused (the offline `labelclean clean` "
+        "allows any)",
+    )
     file_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
         (),
-        description="comma-separated folders that file:// job URIs may read and write; "
-        "empty = file:// refused (the offline `labelclean clean` allows local paths anywhere)",
+        description="comma-separated absolute folders: the file:// part of STORAGE_ROOTS under "
+        "its older name; both given, the roots are their union",
     )
     storage_protocols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("file", "s3"),
-        description="URI schemes jobs may use (fsspec protocols: file, s3; gcs and az when "
-        "gcsfs / adlfs are installed)",
+        description="URI schemes jobs may use, of those known to be safe: file, s3 (s3a), "
+        "gcs (gs; with gcsfs installed), az (abfs; with adlfs); http(s), memory, chained URLs "
+        "(a::b) and any other are refused at start-up",
     )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for MinIO, Ceph or moto (default: AWS)"
@@ -171,12 +185,47 @@ class Settings(BaseSettings):
             return formats
         return value
 
-    @field_validator("file_roots", "storage_protocols", mode="before")
+    @field_validator("storage_roots", "file_roots", "storage_protocols", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+    @field_validator("storage_roots")
+    @classmethod
+    def _safe_roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each root a URI prefix of a safe protocol with a canonical form; an error names the
+        entry with any user-info masked (a URI may carry credentials)."""
+        for n, root in enumerate(value, 1):
+            try:
+                canonical_root(root)
+            except BadUri as exc:
+                raise ValueError(f"entry {n} ({shown(root)}): {exc.reason}") from None
+        return value
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        for n, root in enumerate(value, 1):
+            if not root.is_absolute():
+                raise ValueError(f"entry {n} ({shown(str(root))}): not an absolute folder")
+        return value
+
+    @field_validator("storage_protocols")
+    @classmethod
+    def _safe_protocols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each protocol one known to be safe (canonical names: s3a is s3); an error names it
+        (a protocol name holds no secret: anything else is named by its position)."""
+        found = []
+        for n, name in enumerate(value, 1):
+            try:
+                found.append(safe_protocol(name))
+            except BadUri as exc:
+                plain = re.fullmatch(r"[A-Za-z0-9+.:-]{1,40}", name)
+                label = f"entry {n} ({name!r})" if plain else f"entry {n}"
+                raise ValueError(f"{label}: {exc.reason}") from None
+        return tuple(dict.fromkeys(found))
 
     @field_validator("api_keys", mode="before")
     @classmethod

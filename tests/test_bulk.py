@@ -230,7 +230,7 @@ def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Pa
 
     refused("images", "folder not found", images=f"file://{job_files.root}/nope")
     refused("images", "no images", images=f"file://{job_files.root}")
-    refused("images", "outside the allowed folders", images=f"{job_files.images}/../../..")
+    refused("images", "outside the allowed roots", images=f"{job_files.images}/../../..")
     refused("images", "protocol 'http' is not allowed", images="http://example.com/x/")
     refused("labels", "not found", labels=f"{job_files.root}/missing.csv")
     bad = job_files.root / "bad.csv"
@@ -238,7 +238,7 @@ def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Pa
     refused("labels", "line 1: expected the header .*lacks Confidence", labels=str(bad))
     bad.write_text("ImageID,Source,LabelName,Confidence\nimg-0000,machine,/fm/bag,high\n")
     refused("labels", r"line 2: Confidence is not a number in \[0, 1\]$", labels=str(bad))
-    refused("output", "outside the allowed folders", output=str(tmp_path / "elsewhere"))
+    refused("output", "outside the allowed roots", output=str(tmp_path / "elsewhere"))
     options = JobOptions(thresholds={"/fm/nope": 0.5})
     refused("options.thresholds", "unknown label", options=options)
     # Another job's work under the same output is not mixed in.
@@ -250,7 +250,7 @@ def test_validate_spec_names_the_field(job_files: JobFiles, bundle, tmp_path: Pa
 
 def test_job_over_s3_gives_the_same_files(s3: str, job_files: JobFiles, bundle, onnx):  # noqa: F811
     upload(s3, "jobs", job_files)
-    storage = Storage(file_roots=(), protocols=("s3",), s3_endpoint_url=s3)
+    storage = Storage(roots=["s3://jobs/"], protocols=("s3",), s3_endpoint_url=s3)
     spec = JobSpec(
         images="s3://jobs/images/", labels="s3://jobs/labels.csv", output="s3://jobs/out"
     )

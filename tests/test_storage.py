@@ -1,5 +1,6 @@
-"""labelclean.storage: local files confined to the file roots (no '..' escapes, no symlinks
-out), protocols restricted, atomic writes, and S3 through s3fs against moto's server."""
+"""labelclean.storage: local files confined to the roots (no '..' escapes, no symlinks out),
+protocols restricted, atomic writes, and S3 through s3fs against moto's server (confined to
+its roots in tests/test_confinement.py)."""
 
 from __future__ import annotations
 
@@ -62,10 +63,10 @@ def test_dot_dot_escapes_are_refused(tree: Path):
         "file:///etc/passwd",
     ):
         for action in (storage.read_bytes, storage.exists, lambda u: list(storage.list(u))):
-            with pytest.raises(StorageError, match="outside the allowed folders"):
+            with pytest.raises(StorageError, match="outside the allowed roots"):
                 action(uri)
     for uri in (f"file://{tree}/../outside/new.txt", f"{tree}/sub/../../outside/new.txt"):
-        with pytest.raises(StorageError, match="outside the allowed folders"):
+        with pytest.raises(StorageError, match="outside the allowed roots"):
             storage.write_bytes(uri, b"x")
     assert sorted(os.listdir(tree.parent / "outside")) == ["secret.txt"]
     assert storage.read_bytes(f"file://{tree}/sub/../a.txt") == b"inside"  # stays inside: fine
@@ -78,11 +79,11 @@ def test_symlinks_pointing_out_are_refused(tree: Path):
     (tree / "inner").symlink_to(tree / "sub", target_is_directory=True)
     storage = Storage(file_roots=[tree])
     for uri in (f"file://{tree}/link.txt", f"file://{tree}/linkdir/secret.txt"):
-        with pytest.raises(StorageError, match="outside the allowed folders"):
+        with pytest.raises(StorageError, match="outside the allowed roots"):
             storage.read_bytes(uri)
-    with pytest.raises(StorageError, match="outside the allowed folders"):
+    with pytest.raises(StorageError, match="outside the allowed roots"):
         storage.write_bytes(f"file://{tree}/linkdir/planted.txt", b"x")
-    with pytest.raises(StorageError, match="outside the allowed folders"):
+    with pytest.raises(StorageError, match="outside the allowed roots"):
         list(storage.list(f"file://{tree}/linkdir"))
     assert not (outside / "planted.txt").exists()
     # Listed (it is a file under the prefix), but reading it is refused: an error, not a leak.
@@ -104,8 +105,9 @@ def test_protocols_and_roots_come_from_settings(tree: Path):
     for uri in ("http://example.com/x", "memory://x", "gcs://b/x"):
         with pytest.raises(StorageError, match="is not allowed"):
             storage.read_bytes(uri)
-    with pytest.raises(StorageError, match="FILE_ROOTS is empty"):
-        Storage.from_settings(Settings()).read_bytes(f"file://{tree}/a.txt")
+    with pytest.raises(StorageError, match="outside the allowed roots") as info:
+        Storage.from_settings(Settings()).read_bytes(f"file://{tree}/a.txt")  # no roots at all
+    assert info.value.code == "uri_outside_roots"
     assert Storage.from_settings(Settings(file_roots=str(tree))).read_bytes(str(tree / "a.txt"))
     anywhere = Storage.local()
     assert anywhere.read_bytes(str(tree.parent / "outside" / "secret.txt")) == b"secret"
@@ -141,7 +143,7 @@ def test_s3_through_moto(s3: str):  # noqa: F811
     import boto3
 
     boto3.client("s3", endpoint_url=s3).create_bucket(Bucket="store")
-    storage = Storage(protocols=("s3",), s3_endpoint_url=s3)
+    storage = Storage(roots=None, protocols=("s3",), s3_endpoint_url=s3)  # any bucket
     storage.write_bytes("s3://store/p/x.png", b"png")
     storage.write_bytes("s3://store/p/nested/y.png", b"nested")
     big = os.urandom(6 << 20)  # a multi-part upload
@@ -192,7 +194,7 @@ def test_reads_are_bounded_before_they_are_read(tree: Path, s3: str):  # noqa: F
     client.create_bucket(Bucket="bounded")
     for key, body in (("ten", b"0123456789"), ("empty", b"")):
         client.put_object(Bucket="bounded", Key=key, Body=body)
-    remote = Storage(protocols=("s3",), s3_endpoint_url=s3)
+    remote = Storage(roots=["s3://bounded/"], s3_endpoint_url=s3)
     assert remote.read_bytes("s3://bounded/ten", max_bytes=10) == b"0123456789"
     assert remote.read_bytes("s3://bounded/empty", max_bytes=10) == b""
     with pytest.raises(TooLarge, match="s3://bounded/ten: larger than 9 bytes"):

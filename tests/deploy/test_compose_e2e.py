@@ -79,8 +79,10 @@ class Local:
         return value
 
     def value(self, value: str) -> str:
-        """An environment value: comma-separated paths, or URLs naming a service."""
-        value = ",".join(self.path(v) for v in value.split(",")) if value.startswith("/") else value
+        """An environment value: comma-separated paths and file:// URIs (LABELCLEAN_STORAGE_ROOTS),
+        or URLs naming a service."""
+        value = ",".join(self.uri(v) if v.startswith("file://") else self.path(v)
+                         for v in value.split(","))  # fmt: skip
         for inside, outside in self.hosts.items():
             value = value.replace(f"//{inside}", f"//{outside}")
         return value
@@ -168,12 +170,13 @@ def stack(
     buckets.mkdir()
     example = read_env_file()
     # docker/.env as an operator writes it (README, "Docker compose"): the bundle, the buckets,
-    # an API key, and the s3 profile's MinIO for s3:// buckets.
+    # an API key, and the s3 profile's MinIO for s3:// buckets, its bucket allowed.
     variables = {
         "BUNDLE_DIR": str(bundle_dir),
         "BUCKETS_DIR": str(buckets),
         "LABELCLEAN_API_KEYS": API_KEY,
         "LABELCLEAN_S3_ENDPOINT_URL": "http://minio:9000",
+        "LABELCLEAN_STORAGE_ROOTS": "file:///buckets/,s3://labelclean/",
         "AWS_ACCESS_KEY_ID": example["MINIO_ROOT_USER"],
         "AWS_SECRET_ACCESS_KEY": example["MINIO_ROOT_PASSWORD"],
     }

@@ -197,7 +197,7 @@ def test_compose_defaults_are_safe_container_settings() -> None:
     settings = env_settings({})
     assert str(settings.model) == "/model" and settings.host == "0.0.0.0"
     assert settings.redis_url == "redis://redis:6379/0"
-    assert [str(r) for r in settings.file_roots] == ["/buckets"]
+    assert settings.storage_roots == ("file:///buckets/",) and settings.file_roots == ()
     assert settings.device == "auto" and settings.api_keys == () and settings.docs
     for name in LABELCLEAN:
         env = interpolate(environment(SERVICES[name]), {})

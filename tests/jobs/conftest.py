@@ -209,8 +209,14 @@ def bucket(s3: S3, dataset: Dataset) -> str:
 
 @pytest.fixture(scope="session")
 def file_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one folder file:// job URIs may use (LABELCLEAN_FILE_ROOTS)."""
+    """The one folder file:// job URIs may use (LABELCLEAN_FILE_ROOTS, the file:// part of
+    LABELCLEAN_STORAGE_ROOTS under its older name)."""
     return tmp_path_factory.mktemp("file-root")
+
+
+S3_ROOTS = "s3://jobs/,s3://bounds/,s3://confined/in/"
+"""The s3:// roots of the test servers and workers (LABELCLEAN_STORAGE_ROOTS): two buckets
+whole, and one key prefix of a third."""
 
 
 JOB_SETTINGS = {
@@ -233,6 +239,7 @@ def job_env(redis_url: str, s3: S3, file_root: Path, **extra: str) -> dict[str, 
         "LABELCLEAN_REDIS_URL": redis_url,
         "LABELCLEAN_S3_ENDPOINT_URL": s3.url,
         "LABELCLEAN_FILE_ROOTS": str(file_root),
+        "LABELCLEAN_STORAGE_ROOTS": S3_ROOTS,
     })  # fmt: skip
     env.update(extra)
     return env

@@ -24,6 +24,7 @@ from labelclean.storage import Storage
 from .conftest import (
     CORRUPT,
     MISSING,
+    S3_ROOTS,
     THRESHOLDS,
     Dataset,
     RedisServer,
@@ -354,7 +355,7 @@ def test_a_job_survives_a_redis_restart_with_the_append_only_file(
 def create_job(redis_url: str, body: dict) -> str:
     """A job created the way POST /jobs creates it (validated, then stored with its plan
     message), without a server."""
-    storage = Storage(s3_endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    storage = Storage(roots=S3_ROOTS.split(","), s3_endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     spec_ = bulk.JobSpec(**body)
     bulk.validate_spec(spec_, storage, None)
 
