@@ -92,8 +92,13 @@ class Plan:
     chunk_size: int = 0
 
 
-def _field_error(exc: Exception, field: str) -> InputError:
-    return exc if isinstance(exc, InputError) else InputError(str(exc), field=field)
+def _field_error(exc: Exception, field: str, prefix: str = "") -> InputError:
+    """``exc`` as the InputError of ``field``; a refused URI keeps its code (outside the allowed
+    roots, protocol not allowed)."""
+    if isinstance(exc, InputError):
+        return exc
+    code = getattr(exc, "code", None) or "invalid_input"
+    return InputError(prefix + str(exc), field=field, code=code)
 
 
 def validate_spec(
@@ -136,8 +141,8 @@ def validate_spec(
     try:
         storage.write_bytes(probe, b"")
         storage.delete(probe)
-    except StorageError as exc:
-        raise InputError(f"output not writable: {exc}", field="output") from exc
+    except StorageError as exc:  # e.g. a symlink out where the job writes its own files
+        raise _field_error(exc, "output", "output not writable: ") from exc
     read_plan(spec, storage)  # another job's work under the same output: refused
     thresholds = spec.options.thresholds
     if bundle_index is not None:

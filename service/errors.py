@@ -4,8 +4,10 @@
                "unknown_labels": ["/m/xyz"]}}
 
 Domain errors (model.labels.InputError, model.preprocess.ImageError, ApiError here) get their
-status from ``STATUS``; FastAPI's validation errors and Starlette's HTTP errors (404, 405, bad
-multipart) are reshaped; anything else is a logged 500 without a stack trace in the body.
+status from ``STATUS``; a job URI the storage layer refused or could not use (StorageError) is a
+422 with its code (``uri_outside_roots``, ``protocol_not_allowed``, ``invalid_uri``); FastAPI's
+validation errors and Starlette's HTTP errors (404, 405, bad multipart) are reshaped; anything
+else is a logged 500 without a stack trace in the body.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.routing import Match
 
 from ..model.labels import InputError
 from ..model.preprocess import CorruptImage, ImageError, ImageTooLarge, UnsupportedImage
+from ..storage import StorageError
 from .job_errors import frames
 
 log = logging.getLogger("labelclean.service")
@@ -129,6 +132,12 @@ async def _input_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _storage_error(_: Request, exc: Exception) -> JSONResponse:
+    """A job URI that cannot be used: its message names the URI as given and the kind."""
+    assert isinstance(exc, StorageError)
+    return error_response(422, exc.code or "invalid_uri", str(exc), field=exc.field)
+
+
 async def _image_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageError)
     status = next((s for t, s in IMAGE_STATUS.items() if isinstance(exc, t)), 422)
@@ -192,6 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -206,8 +216,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The job is not in a state for this (results before completion, output in use)",
         413: "Body, image count or image pixels over the limit",
         415: "Not multipart/form-data, not an image, or an image format not allowed",
-        422: "Invalid field (labels, threshold, top_k; a job's images, labels, output) or "
-        "corrupt image",
+        422: "Invalid field (labels, threshold, top_k; a job's images, labels, output: "
+        "missing, not parsing, outside the allowed roots or a protocol not allowed) or corrupt "
+        "image",
         503: "Model not loaded, provider not as demanded, queue full, or (jobs) Redis down",
     }
     return {s: {"model": ErrorBody, "description": words[s]} for s in statuses}

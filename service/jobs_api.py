@@ -171,17 +171,14 @@ async def create_job(
             if existing is not None:
                 return _replay(existing, wanted, response)
     bundle = request.app.state.service.bundle
-    try:
-        await asyncio.to_thread(
-            bulk.validate_spec,
-            spec,
-            jobs.storage,
-            bundle.index if bundle else None,
-            bundle.decision if bundle else None,
-            max_chunk_size=jobs.settings.job_max_chunk_size,
-        )
-    except StorageError as exc:
-        raise InvalidInput(str(exc), field=exc.field, code="invalid_uri") from exc
+    await asyncio.to_thread(  # a refused URI: 422 naming the field and the kind
+        bulk.validate_spec,
+        spec,
+        jobs.storage,
+        bundle.index if bundle else None,
+        bundle.decision if bundle else None,
+        max_chunk_size=jobs.settings.job_max_chunk_size,
+    )
     async with jobs.reachable() as store:
         job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
         job = await store.get(job_id, owner=owner)
