@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from labelclean.settings import Settings
 from labelclean.storage import Storage, StorageError
+from labelclean.storage.confinement import Local, Remote
 from labelclean.storage.errors import BadUri
 from labelclean.storage.uris import Location, canonical, canonical_root, inside
 
@@ -107,6 +108,8 @@ def test_one_place_has_one_location(tree: Path) -> None:
         assert storage.location(uri) == want, uri
     for uri in ("s3://up/in/o/", "S3A://up/in//o", "s3://up/in/x/../o"):
         assert storage.location(uri) == "s3://up/in/o"
+    assert storage.resolve(f"local://{tree}/alias/out/") == Local(str(tree), ("d", "out"))
+    assert storage.resolve("S3A://up/in//o") == Remote(Location("s3", "up/in/o"))
 
 
 def test_every_protocol_is_confined_to_its_roots(tree: Path) -> None:

@@ -75,7 +75,11 @@ class Storage:
 
     # Checking URIs.
 
-    def _target(self, uri: str) -> Target:
+    def resolve(self, uri: str) -> Target:
+        """Where ``uri`` leads once checked: ``Local(root, parts)`` (open it beneath ``root``
+        with labelclean.storage.local) or ``Remote(Location)`` (its canonical ``bucket/key``);
+        StorageError (with its ``code``) if it may not be used here. For code that works on a
+        place itself (removing a job's leftovers): what it touches is what was checked."""
         try:
             return self.confinement.check(uri)
         except BadUri as exc:
@@ -83,15 +87,17 @@ class Storage:
 
     def check(self, uri: str) -> None:
         """Raise StorageError (with its ``code``) if ``uri`` may not be used here."""
-        self._target(uri)
+        self.resolve(uri)
 
     def location(self, uri: str) -> str:
         """``uri``'s canonical location (``file:///real/path``, ``s3://bucket/key``): one
         string for every spelling of one place (the key of an output's lock). A local one has
         its symlinks resolved: for keys and comparisons, never for messages."""
-        return self._target(uri).location
+        return self.resolve(uri).location
 
-    def _fs(self, protocol: str) -> Any:
+    def filesystem(self, protocol: str) -> Any:
+        """The fsspec filesystem of the canonical ``protocol`` (``Remote.where.protocol``), made
+        once with this storage's options and S3 endpoint."""
         fs = self._filesystems.get(protocol)
         if fs is None:
             try:
@@ -116,11 +122,11 @@ class Storage:
         return "/".join([prefix.rstrip("/"), *names]) if names else prefix
 
     def exists(self, uri: str) -> bool:
-        target = self._target(uri)
+        target = self.resolve(uri)
         try:
             if isinstance(target, Local):
                 return local.exists(target.root, target.parts)
-            return bool(self._fs(target.where.protocol).exists(target.where.path))
+            return bool(self.filesystem(target.where.protocol).exists(target.where.path))
         except Exception as exc:  # noqa: BLE001 - any backend error: say which URI
             raise io_error(uri, "check", exc) from exc
 
@@ -130,13 +136,14 @@ class Storage:
         reading (fstat of the opened file), an S3 object is fetched with one GET of at most
         that many bytes (a HEAD first would cost a round trip per image), any other object's
         size is asked for first."""
-        target = self._target(uri)
+        target = self.resolve(uri)
         try:
             if isinstance(target, Local):
                 data = local.read(target.root, target.parts, max_bytes)
             else:
                 where = target.where
-                data = remote.read(self._fs(where.protocol), where.protocol, where.path, max_bytes)
+                fs = self.filesystem(where.protocol)
+                data = remote.read(fs, where.protocol, where.path, max_bytes)
         except Exception as exc:  # noqa: BLE001
             raise io_error(uri, "read", exc) from exc
         if data is None or (max_bytes is not None and len(data) > max_bytes):
@@ -150,12 +157,12 @@ class Storage:
 
     def delete(self, uri: str) -> None:
         """Remove a file; a missing one is not an error."""
-        target = self._target(uri)
+        target = self.resolve(uri)
         try:
             if isinstance(target, Local):
                 local.delete(target.root, target.parts)
             else:
-                remote.delete(self._fs(target.where.protocol), target.where.path)
+                remote.delete(self.filesystem(target.where.protocol), target.where.path)
         except Exception as exc:  # noqa: BLE001
             raise io_error(uri, "delete", exc) from exc
 
@@ -165,7 +172,7 @@ class Storage:
         exception (local: temporary file + rename; S3: the upload completes or is aborted)."""
         if mode not in ("rb", "wb"):
             raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")
-        target = self._target(uri)
+        target = self.resolve(uri)
         if mode == "rb":
             try:
                 fh = self._open_read(target)
@@ -180,7 +187,7 @@ class Storage:
     def _open_read(self, target: Target) -> IO[bytes]:
         if isinstance(target, Local):
             return local.open_file(target.root, target.parts)
-        return self._fs(target.where.protocol).open(target.where.path)
+        return self.filesystem(target.where.protocol).open(target.where.path)
 
     @contextlib.contextmanager
     def _writer(self, uri: str, target: Target) -> Iterator[IO[bytes]]:
@@ -195,7 +202,7 @@ class Storage:
                 raise io_error(uri, "write", exc) from exc
             return
         try:
-            fh = remote.open_upload(self._fs(target.where.protocol), target.where.path)
+            fh = remote.open_upload(self.filesystem(target.where.protocol), target.where.path)
         except Exception as exc:  # noqa: BLE001
             raise io_error(uri, "write", exc) from exc
         try:
@@ -227,13 +234,13 @@ class Storage:
         """(name, uri) of each file directly under ``prefix`` (a folder; nothing nested), in no
         particular order, read page by page. A missing local folder raises StorageError. Names
         that are no single path component (an S3 key ``p/..``) cannot be named: skipped."""
-        target = self._target(prefix)
+        target = self.resolve(prefix)
         try:
             if isinstance(target, Local):
                 found = local.names(target.root, target.parts)
             else:
                 where = target.where
-                found = remote.names(self._fs(where.protocol), where.protocol, where.path,
+                found = remote.names(self.filesystem(where.protocol), where.protocol, where.path,
                                      self.S3_PAGE)  # fmt: skip
             for name in found:
                 if name not in (".", "..") and "/" not in name and "\0" not in name:
