@@ -1,6 +1,6 @@
 """The work queue: one Redis stream (``labelclean:queue``) read by the consumer group ``workers``.
 
-    queue = JobQueue(redis, consumer="host-1234-ab12", claim_idle_s=60)
+    queue = JobQueue(redis, consumer="host-1234-ab12", claim_idle_s=60, chunk_wall_s=3600)
     message = await queue.next(block_s=1.0)    # Message(id, kind, job, chunk, deliveries) | None
     ...work...                                 # the job store's steps acknowledge it
     await queue.retry_later(message, delay_s)  # a failed try: claimable again after the delay
@@ -11,13 +11,18 @@ step that stored its results acknowledges it (service.job_store). ``next`` gives
 this consumer's own pending messages after a (re)connect, a message some consumer has held
 longer than ``claim_idle_s`` (XAUTOCLAIM: its worker died or hung), then a new one. A worker
 ``touch``es the message it works on every few seconds, so a long chunk is not reclaimed from a
-live worker. ``deliveries`` counts the tries; the worker dead-letters a message past
-``job_max_tries`` (service.job_store.JobStore.dead_letter).
+live worker, but only for ``chunk_wall_s`` after it took a chunk: a chunk held longer (its
+worker is stuck, e.g. on a read that never returns, while its heartbeat goes on) is then
+reclaimed like a silent worker's. Before it stores a chunk's results a worker checks that it
+still ``holds`` it; if another took it, its result is dropped (the chunk is counted once
+anyway: service.job_store). ``deliveries`` counts the tries; the worker dead-letters a message
+past ``job_max_tries`` (service.job_store.JobStore.dead_letter).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -41,6 +46,7 @@ class Message:
     job: str
     chunk: int | None
     deliveries: int  # 1 on the first try
+    taken_at: float = field(default_factory=time.monotonic, compare=False)  # by this consumer
 
     @property
     def part(self) -> str:
@@ -59,10 +65,14 @@ class Message:
 class JobQueue:
     """One consumer of the work stream."""
 
-    def __init__(self, redis: Redis, *, consumer: str, claim_idle_s: float) -> None:
+    def __init__(
+        self, redis: Redis, *, consumer: str, claim_idle_s: float, chunk_wall_s: float = 0
+    ) -> None:  # fmt: skip
+        """``chunk_wall_s``: the longest this consumer keeps a chunk from others (0: no limit)."""
         self.redis = redis
         self.consumer = consumer
         self.claim_idle_ms = max(1, int(claim_idle_s * 1000))
+        self.chunk_wall_s = chunk_wall_s
         self._own_first = True  # after start and every reconnect: our pending messages first
         self._set_idle = redis.register_script(_SET_IDLE)
 
@@ -104,11 +114,26 @@ class JobQueue:
         found = await self.redis.xpending_range(QUEUE, GROUP, message_id, message_id, 1)
         return int(found[0]["times_delivered"]) if found else 1
 
+    def past_wall_time(self, message: Message) -> bool:
+        """Whether ``message`` is a chunk this consumer has held longer than ``chunk_wall_s``."""
+        held = time.monotonic() - message.taken_at
+        return message.kind == "chunk" and 0 < self.chunk_wall_s < held
+
     async def touch(self, message: Message) -> bool:
-        """Keep ``message`` from being reclaimed while this consumer works on it."""
+        """Keep ``message`` from being reclaimed while this consumer works on it: False (and
+        nothing done) when it does not hold it, or holds a chunk past the wall-time limit."""
+        if self.past_wall_time(message):
+            return False
         return await self._set_idle(
             keys=[QUEUE], args=[GROUP, self.consumer, message.id, 0]
         ) == 1  # fmt: skip
+
+    async def holds(self, message: Message) -> bool:
+        """Whether ``message`` is still pending with this consumer (no other took it)."""
+        found = await self.redis.xpending_range(
+            QUEUE, GROUP, message.id, message.id, 1, consumername=self.consumer
+        )  # fmt: skip
+        return bool(found)
 
     async def retry_later(self, message: Message, delay_s: float) -> None:
         """A failed try: any consumer may claim the message again after ``delay_s``."""
