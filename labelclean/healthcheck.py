@@ -26,7 +26,7 @@ import urllib.request
 from .service.job_store import PREFIX
 from .settings import Settings
 
-HEARTBEAT_PREFIX = PREFIX + "worker:"  # + the worker's name (service/worker.py, _heartbeat)
+HEARTBEAT_PREFIX = PREFIX + "worker:"  # + the worker's name (service/job_store.py, heartbeat)
 TIMEOUT_S = 4.0
 
 

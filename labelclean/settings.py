@@ -165,9 +165,23 @@ class Settings(BaseSettings):
         60.0, gt=0, le=86_400,
         description="a chunk held this long by a silent worker is reclaimed by another",
     )  # fmt: skip
+    job_chunk_wall_s: float = Field(
+        3600.0, ge=0, le=7 * 86_400,
+        description="a chunk held this long by one worker is given to another even while the "
+        "holder heartbeats (a stuck read); the holder's late result is dropped, and each such "
+        "handover counts as a try; 0 = no limit",
+    )  # fmt: skip
+    job_stale_s: int = Field(
+        3600, ge=0,
+        description="a queued or running job fails after this long with no live worker "
+        "(none beat or left) and no progress, and its output is free again; 0 = never (e.g. "
+        "workers scaled to zero while jobs wait); at least three worker heartbeats",
+    )  # fmt: skip
     job_retention_s: int = Field(
-        7 * 86_400, ge=60, description="how long finished jobs' state stays in Redis"
-    )
+        7 * 86_400, ge=1,
+        description="how long finished jobs stay in Redis: then they leave GET /jobs and "
+        "every index",
+    )  # fmt: skip
     worker_batch_size: int = Field(32, ge=1, le=1024, description="images per ONNX run, worker")
 
     @field_validator("allowed_formats", mode="before")
@@ -258,6 +272,12 @@ class Settings(BaseSettings):
             raise ValueError("max_queue_images must be at least max_images")
         if self.job_max_chunk_size < self.job_chunk_size:
             raise ValueError("job_max_chunk_size must be at least job_chunk_size")
+        beats = 3 * worker_heartbeat_s(self.job_claim_idle_s)
+        if 0 < self.job_stale_s < beats:
+            raise ValueError(
+                f"job_stale_s must be 0 or at least {beats:g} s (three worker heartbeats, "
+                "job_claim_idle_s / 3 each, at most 5 s): a live worker would look gone"
+            )
         return self
 
     @cached_property
@@ -292,6 +312,12 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def worker_heartbeat_s(claim_idle_s: float) -> float:
+    """How often a worker beats and touches the message it holds: three times per
+    ``claim_idle_s``, at most every 5 s, at least every 0.2 s."""
+    return max(0.2, min(5.0, claim_idle_s / 3))
 
 
 def decode_threads(settings: Settings) -> int:

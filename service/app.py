@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = state
         try:
             await state.start()
+            app.state.jobs.start()  # the jobs' upkeep (service.job_upkeep); Redis may be away
             yield
         finally:
             await state.stop()

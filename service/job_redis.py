@@ -3,20 +3,27 @@ client (decoded responses, quick retries). Torch-free.
 
 Keys (prefix ``labelclean:``; one Redis, not Redis Cluster: scripts name keys they read):
 
-    job:{id}             hash: state, spec (JSON), *_at times, total/done/failed images,
-                         chunks/chunks_done, planned, error, summary (JSON totals), owner
-                         (a keyed hash of the caller's API key; absent when keys are off)
+    job:{id}             hash: state, spec (JSON), *_at times (progress_at: the last step
+                         that moved it), total/done/failed images, chunks/chunks_done,
+                         planned, error, summary (JSON totals), finalized (the summary, once
+                         the results are written), owner (a keyed hash of the caller's API
+                         key; absent when keys are off)
     job:{id}:chunks      set of the chunks counted
     job:{id}:errors      list: the first ERROR_SAMPLE per-image errors (JSON)
     job:{id}:dead        hash chunk -> error of its dead letter
     job:{id}:attempts    hash chunk -> error of its last failed try
     jobs                 sorted set id -> created time (GET /jobs), pruned of expired jobs
     owner:{owner}:jobs   the same, of one owner's jobs (GET /jobs with API keys)
+    jobs:active          sorted set id -> progress_at of queued and running jobs (stale checks)
+    jobs:expiring        sorted set "id" or "id:owner" -> when a finished job's keys expire:
+                         what prunes the two indexes above (service.job_upkeep)
     owner-salt           the deployment's random salt of owner hashes (service.job_owner)
     idempotency:{sha256} the job created with that Idempotency-Key (by that owner)
     output:{uri}         the active job writing to that output prefix (one at a time)
     queue, queue:dead    the work stream (consumer group ``workers``) and the dead letters
     stats                counters for /metrics;  workers: sorted set name -> last heartbeat
+    workers:seen         the last time any worker beat or left (a worker that left is gone
+                         from ``workers``; this remembers when)
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ GROUP = "workers"
 STATS = PREFIX + "stats"
 WORKERS = PREFIX + "workers"
 JOBS = PREFIX + "jobs"
+ACTIVE = PREFIX + "jobs:active"
+EXPIRING = PREFIX + "jobs:expiring"
+WORKERS_SEEN = PREFIX + "workers:seen"
 OWNER_SALT = PREFIX + "owner-salt"
 ERROR_SAMPLE = 20
 DEAD_MAXLEN = 10_000

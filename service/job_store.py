@@ -14,7 +14,10 @@ so a worker that dies between two Redis calls leaves nothing half done: creating
 its plan message; planning enqueues its chunk messages once (``planned`` is set once); a stored
 chunk is counted once (the set ``job:{id}:chunks``) and its message acknowledged in the same
 step; the step that counts the last chunk enqueues the finalize message; a dead-lettered chunk
-counts its images as failed. Finished jobs' keys expire after ``retention_s``.
+counts its images as failed; a stale job (service.job_upkeep) is failed only if nothing moved
+since the caller looked. Each step that moves a job notes when (``progress_at``, the active
+index). Finished jobs' keys expire after ``retention_s`` and the expiry index says when, so
+that the jobs indexes are pruned without a scan.
 
 The key names, limits and the client are in service.job_redis, the ``Job`` record in
 service.job_record; both are importable from here too.
@@ -34,9 +37,11 @@ from . import job_scripts
 from .job_owner import visible
 from .job_record import FINISHED, Job, JobError, JobState, job_from_hash
 from .job_redis import (
+    ACTIVE,
     DEAD,
     DEAD_MAXLEN,
     ERROR_SAMPLE,
+    EXPIRING,
     GROUP,
     JOBS,
     PREFIX,
@@ -44,6 +49,7 @@ from .job_redis import (
     STATS,
     UNREACHABLE,
     WORKERS,
+    WORKERS_SEEN,
     idempotency_key,
     job_key,
     new_job_id,
@@ -55,8 +61,9 @@ from .job_redis import (
 )
 
 __all__ = [  # the names other modules import from here, job_redis's and job_record's included
-    "DEAD", "DEAD_MAXLEN", "ERROR_SAMPLE", "FINISHED", "GROUP", "JOBS", "PREFIX", "QUEUE",
-    "STATS", "UNREACHABLE", "WORKERS", "CreateOutcome", "Job", "JobError", "JobState",
+    "ACTIVE", "DEAD", "DEAD_MAXLEN", "ERROR_SAMPLE", "EXPIRING", "FINISHED", "GROUP", "JOBS",
+    "PREFIX", "QUEUE", "STATS", "UNREACHABLE", "WORKERS", "WORKERS_SEEN", "CreateOutcome", "Job",
+    "JobError", "JobState",
     "JobStore", "idempotency_key", "job_from_hash", "job_key", "new_job_id", "output_key",
     "owner_jobs_key", "redis_client", "safe_url", "valid_job_id",
 ]  # fmt: skip
@@ -81,6 +88,9 @@ class JobStore:
         self._complete = script(job_scripts.COMPLETE)
         self._dead_letter = script(job_scripts.DEAD_LETTER)
         self._finish = script(job_scripts.FINISH_JOB)
+        self._fail_stale = script(job_scripts.FAIL_STALE)
+        self._finalized = script(job_scripts.FINALIZED)
+        self._attempt_failed = script(job_scripts.ATTEMPT_FAILED)
 
     async def ensure_group(self) -> None:
         """The work stream and its consumer group (from the stream's start: nothing is missed)."""
@@ -102,6 +112,7 @@ class JobStore:
         keys = [
             job_key(job_id), JOBS, idempotency_key(idempotency, owner) if idempotency else JOBS,
             output_key(spec["output"]), QUEUE, STATS, owner_jobs_key(owner) if owner else JOBS,
+            ACTIVE,
         ]  # fmt: skip
         args = [
             job_id, json.dumps(spec, sort_keys=True), time.time(), "1" if idempotency else "0",
@@ -160,7 +171,7 @@ class JobStore:
 
     async def start(self, job_id: str) -> str:
         """A worker begins planning: queued -> running. Returns the state before ('' if gone)."""
-        return await self._start(keys=[job_key(job_id)], args=[time.time()])
+        return await self._start(keys=[job_key(job_id), ACTIVE], args=[time.time()])
 
     async def is_planned(self, job_id: str) -> bool:
         return bool(await self.redis.hexists(job_key(job_id), "planned"))
@@ -171,9 +182,9 @@ class JobStore:
     ) -> bool:  # fmt: skip
         """Record the plan (``failed``: images refused while planning, ``errors`` a sample of
         them), enqueue one message per chunk (once) and acknowledge ``message``."""
-        keys = [job_key(job_id), QUEUE, job_key(job_id) + ":errors"]
+        keys = [job_key(job_id), QUEUE, job_key(job_id) + ":errors", ACTIVE]
         sample = [json.dumps({"image": i, "reason": r}) for i, r in errors[:ERROR_SAMPLE]]
-        args = [total, chunks, failed, job_id, message, GROUP, *sample]
+        args = [total, chunks, failed, job_id, message, GROUP, time.time(), *sample]
         return bool(await self._planned(keys=keys, args=args))
 
     async def complete_chunk(
@@ -183,18 +194,17 @@ class JobStore:
         """Count a stored chunk once and acknowledge ``message``; the last one enqueues the
         finalize message. False when the chunk was counted before (or the job is not running)."""
         key = job_key(job_id)
-        keys = [key, key + ":chunks", key + ":errors", QUEUE, STATS]
+        keys = [key, key + ":chunks", key + ":errors", QUEUE, STATS, ACTIVE]
         sample = [json.dumps({"image": i, "reason": r}) for i, r in errors[:ERROR_SAMPLE]]
-        args = [message, GROUP, chunk, done, failed, job_id, *sample]
+        args = [message, GROUP, chunk, done, failed, job_id, time.time(), *sample]
         return bool(await self._complete(keys=keys, args=args))
 
     async def attempt_failed(self, job_id: str, part: str, error: str) -> None:
         """Remember why a try of ``part`` (a chunk number, plan or finalize) failed: the dead
-        letter quotes the last one."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id) + ":attempts", part, error)
-            pipe.hincrby(STATS, "chunks_retried" if part.isdigit() else "steps_retried", 1)
-            await pipe.execute()
+        letter quotes the last one. Nothing is noted for a job no longer active."""
+        counter = "chunks_retried" if part.isdigit() else "steps_retried"
+        keys = [job_key(job_id), job_key(job_id) + ":attempts", STATS]
+        await self._attempt_failed(keys=keys, args=[part, error, counter])
 
     async def last_error(self, job_id: str, part: str) -> str | None:
         return await self.redis.hget(job_key(job_id) + ":attempts", part)
@@ -207,7 +217,10 @@ class JobStore:
         worker did). A chunk counts its ``images`` as failed and the job goes on; a plan or
         finalize message fails the job."""
         key = job_key(job_id)
-        keys = [key, key + ":chunks", key + ":errors", QUEUE, DEAD, STATS, key + ":dead"]
+        keys = [
+            key, key + ":chunks", key + ":errors", QUEUE, DEAD, STATS, key + ":dead", ACTIVE,
+            EXPIRING,
+        ]  # fmt: skip
         reason = f"chunk {chunk} failed {deliveries} times: {error}"
         sample = [json.dumps({"image": i, "reason": reason}) for i in images[:ERROR_SAMPLE]]
         args = [
@@ -243,7 +256,58 @@ class JobStore:
             state.value, time.time(), error, self.retention_s, allowed,
             json.dumps(summary) if summary is not None else "", message, GROUP,
         ]  # fmt: skip
-        return await self._finish(keys=[job_key(job_id), QUEUE, STATS], args=args)
+        return await self._finish(keys=[job_key(job_id), QUEUE, STATS, ACTIVE, EXPIRING], args=args)
+
+    async def fail_stale(self, job_id: str, *, since: float, stale_s: float, error: str) -> str:
+        """queued or running -> failed with ``error`` if neither the job nor any worker moved
+        after ``since`` (what the caller read) and ``since`` is ``stale_s`` ago: 'failed', or
+        why not (service.job_scripts.FAIL_STALE). A worker that comes back then finds the job
+        failed: its steps change nothing."""
+        keys = [job_key(job_id), STATS, ACTIVE, EXPIRING, WORKERS, WORKERS_SEEN]
+        args = [repr(since), time.time(), stale_s, error, self.retention_s]
+        return await self._fail_stale(keys=keys, args=args)
+
+    async def mark_finalized(self, job_id: str, summary: dict[str, Any]) -> bool:
+        """Note that the job's results are written (``summary``: their totals); False when the
+        job is no longer running."""
+        return bool(await self._finalized(keys=[job_key(job_id)], args=[json.dumps(summary)]))
+
+    async def finalized(self, job_id: str) -> dict[str, Any] | None:
+        """The totals noted by ``mark_finalized``, or None."""
+        found = await self.redis.hget(job_key(job_id), "finalized")
+        return json.loads(found) if found else None
+
+    async def state(self, job_id: str) -> JobState | None:
+        found = await self.redis.hget(job_key(job_id), "state")
+        return JobState(found) if found else None
+
+    # Workers' signs of life.
+
+    async def heartbeat(self, name: str, info: dict[str, Any], *, ttl_s: int) -> None:
+        """Worker ``name`` is alive: its record (for the health check) and its beat."""
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{PREFIX}worker:{name}", json.dumps(info), ex=ttl_s)
+            pipe.zadd(WORKERS, {name: now})
+            pipe.zremrangebyscore(WORKERS, "-inf", now - 86_400)
+            pipe.set(WORKERS_SEEN, now)
+            await pipe.execute()
+
+    async def leave(self, name: str) -> None:
+        """Worker ``name`` stops: gone from the live workers, its leaving the last sign of life."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(f"{PREFIX}worker:{name}")
+            pipe.zrem(WORKERS, name)
+            pipe.set(WORKERS_SEEN, time.time())
+            await pipe.execute()
+
+    async def workers_seen(self) -> float:
+        """The last time any worker beat or left (0 when none ever did)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(WORKERS_SEEN)
+            pipe.zrevrange(WORKERS, 0, 0, withscores=True)
+            seen, top = await pipe.execute()
+        return max([float(seen or 0), *(score for _, score in top)])
 
     async def stats(self, *, worker_ttl_s: float) -> dict[str, int]:
         """Counters for /metrics, with the queue's length, pending messages and live workers."""

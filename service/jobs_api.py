@@ -14,6 +14,11 @@ With API keys, a job belongs to the key that created it (service.job_owner): eac
 reads, cancels and replays (Idempotency-Key) only its own jobs, and another key's job answers
 exactly as an absent one (404). No answer names another key's job, not even the one holding an
 output (409).
+
+The app sweeps the jobs in the background (service.job_upkeep): stale jobs fail, finished jobs
+leave the indexes after their retention. A POST whose output is held checks the holder first:
+a stale holder fails and the output is free. A cancel removes the leftovers of killed writers
+under the job's output (service.leftovers).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .errors import (
 )  # fmt: skip
 from .job_owner import Owners
 from .job_store import FINISHED, UNREACHABLE, Job, JobState, JobStore, redis_client, safe_url
+from .job_upkeep import JobUpkeep
 
 log = logging.getLogger("labelclean.service")
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -56,7 +62,8 @@ class JobList(BaseModel):
 
 
 class Jobs:
-    """What the app holds for jobs: a Redis client, the job store and the storage layer."""
+    """What the app holds for jobs: a Redis client, the job store, the storage layer and the
+    upkeep (``start`` it in the app's lifespan; ``close`` stops it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -64,7 +71,11 @@ class Jobs:
         self.store = JobStore(self.redis, retention_s=settings.job_retention_s)
         self.owners = Owners(self.redis)
         self.storage = Storage.from_settings(settings)
+        self.upkeep = JobUpkeep(self.store, stale_s=settings.job_stale_s, storage=self.storage)
         self._checked: tuple[float, str | None] = (-READY_CACHE_S, None)
+
+    def start(self) -> None:
+        self.upkeep.start()
 
     def unavailable(self, exc: BaseException) -> JobsUnavailable:
         what = "cannot reach" if isinstance(exc, UNREACHABLE) else "an error from"
@@ -98,6 +109,7 @@ class Jobs:
         return error
 
     async def close(self) -> None:
+        await self.upkeep.stop()
         await self.redis.aclose()
 
 
@@ -181,6 +193,8 @@ async def create_job(
     )
     async with jobs.reachable() as store:
         job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
+        if outcome == "busy" and await jobs.upkeep.fail_if_stale(job_id):  # the output is free
+            job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
         job = await store.get(job_id, owner=owner)
     if outcome == "busy":
         raise _output_in_use(spec.output, job)
@@ -272,6 +286,7 @@ async def cancel_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> Job:
         job = await _job(store, job_id, owner)
     if outcome == "ok":
         log.info("job %s cancelled by %s", job_id, caller.name)
+        jobs.upkeep.clean_after(job.output, time.time())
     elif job.state in FINISHED and job.state != JobState.cancelled:
         raise JobConflict(f"job {job_id} has {job.state}: nothing to cancel", code="job_finished")
     return job

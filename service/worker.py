@@ -7,7 +7,9 @@ The model loads once (ONNX Runtime, no torch), then the loop takes one message a
 finalize; failed tries retried, then dead-lettered).
 
 Every few seconds the worker writes its heartbeat (``labelclean:worker:{name}``) and keeps the
-message it works on from being reclaimed. SIGTERM (or Ctrl-C) lets it finish the message in
+message it works on from being reclaimed (a chunk only up to ``job_chunk_wall_s``: then
+another worker may take it). While workers beat, no job is failed as stale
+(service.job_upkeep). SIGTERM (or Ctrl-C) lets it finish the message in
 hand and exit; a second one stops it at once. When Redis is unreachable it waits and reconnects,
 backing off up to 8 s, then first re-reads the messages it held. ``--burst`` exits once the
 queue is empty and nothing is pending anywhere (tests, one-off runs).
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -30,12 +31,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..model.bundle import load_bundle
 from ..model.runtime import OnnxModel
-from ..settings import Settings
+from ..settings import Settings, worker_heartbeat_s
 from ..storage import Storage
 from .backend_client import backoff
 from .job_handler import JobHandler
 from .job_queue import JobQueue, Message
-from .job_redis import GROUP, PREFIX, QUEUE, UNREACHABLE, WORKERS, redis_client, safe_url
+from .job_redis import GROUP, QUEUE, UNREACHABLE, redis_client, safe_url
 from .job_store import JobStore
 
 log = logging.getLogger("labelclean.worker")
@@ -66,9 +67,10 @@ class Worker:
         self.redis = redis_client(settings.redis_url, timeout_s=5.0, retries=2)
         self.store = JobStore(self.redis, retention_s=settings.job_retention_s)
         self.queue = JobQueue(
-            self.redis, consumer=self.name, claim_idle_s=settings.job_claim_idle_s
-        )
-        self.heartbeat_s = max(0.2, min(5.0, settings.job_claim_idle_s / 3))
+            self.redis, consumer=self.name, claim_idle_s=settings.job_claim_idle_s,
+            chunk_wall_s=settings.job_chunk_wall_s,
+        )  # fmt: skip
+        self.heartbeat_s = worker_heartbeat_s(settings.job_claim_idle_s)
         self.stopping = asyncio.Event()
         self._beat_stop = asyncio.Event()
         self.current: Message | None = None
@@ -164,11 +166,7 @@ class Worker:
                 + ("" if current.chunk is None else f"/{current.chunk}"),
             }  # fmt: skip
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(f"{PREFIX}worker:{self.name}", json.dumps(info), ex=ttl)
-                    pipe.zadd(WORKERS, {self.name: time.time()})
-                    pipe.zremrangebyscore(WORKERS, "-inf", time.time() - 86_400)
-                    await pipe.execute()
+                await self.store.heartbeat(self.name, info, ttl_s=ttl)
                 if current is not None:
                     await self.queue.touch(current)
             except (RedisError, *UNREACHABLE) as exc:
@@ -177,10 +175,7 @@ class Worker:
                 await asyncio.wait_for(self._beat_stop.wait(), self.heartbeat_s)
 
     async def _leave(self) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(f"{PREFIX}worker:{self.name}")
-            pipe.zrem(WORKERS, self.name)
-            await pipe.execute()
+        await self.store.leave(self.name)
         if not await self.queue.held(self.name):  # with messages held it must stay, for XAUTOCLAIM
             await self.redis.xgroup_delconsumer(QUEUE, GROUP, self.name)
 
