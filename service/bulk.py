@@ -63,6 +63,12 @@ class JobOptions(BaseModel):
         "label sets (GET /model decision.min_precision_levels)",
     )
     chunk_size: int | None = Field(None, ge=1, le=100_000, description="images per chunk")
+    keep_work: bool = Field(
+        False,
+        description="keep the output's _work/ (the plan, chunk manifests and chunk results) "
+        "after the job completes; by default it is removed then (a failed job keeps it, so "
+        "that submitting the same job again resumes)",
+    )
 
 
 def _short(uri: str) -> str:

@@ -5,12 +5,20 @@ the job core (service.bulk):
     chunk     clean the chunk's images (the same clean_images as POST /clean, in batches of
               worker_batch_size; reading and decoding overlap inference), store its results,
               then count it and acknowledge the message in one step (service.job_store)
-    finalize  join the parts into cleaned.csv, errors.csv, summary.json; the job completes
+    finalize  join the parts into cleaned.csv, errors.csv, summary.json, note that they are
+              written, remove the job's leftovers (``_work/`` unless ``options.keep_work``,
+              temporary files, unfinished uploads: service.leftovers); the job completes
 
-A message of a cancelled or expired job is dropped. A failed try is retried by any worker after
-a growing delay; the try that reaches ``job_max_tries`` (or a message delivered more often than
-that because its workers died) goes to the dead-letter stream: a chunk's images are listed as
-failed and the job goes on, a plan or finalize failure fails the job.
+A message of a cancelled, failed or expired job is dropped. A chunk's results are stored only
+if, once cleaned, its job still runs and this worker still holds it: a worker that comes back
+to a job failed meanwhile, or that held the chunk past ``job_chunk_wall_s`` and lost it to
+another worker, drops its result. A job that fails here (its plan, or its finalize) leaves
+``_work/`` for resuming; the leftovers of killed writers go.
+
+A failed try is retried by any worker after a growing delay; the try that reaches
+``job_max_tries`` (or a message delivered more often than that because its workers died) goes
+to the dead-letter stream: a chunk's images are listed as failed and the job goes on, a plan or
+finalize failure fails the job.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import csv
 import itertools
 import json
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -32,7 +41,7 @@ from ..model.labels import InputError
 from ..model.runtime import OnnxModel
 from ..settings import Settings, decode_threads
 from ..storage import Storage
-from . import bulk
+from . import bulk, leftovers
 from .backend_client import backoff
 from .bulk_io import part_uri, plan_errors_uri, read_csv_rows
 from .job_errors import describe, frames
@@ -107,6 +116,7 @@ class JobHandler:
         if message.kind == "plan" and isinstance(exc, InputError):  # the inputs: no use retrying
             log.warning("job %s: cannot plan: %s", message.job, error)
             await self.store.fail(message.job, f"cannot plan the job: {error}", message=message.id)
+            await self._clean(spec)
             return
         log.warning(
             "job %s: %s %s failed (try %d of %d): %s; %s", message.job, message.kind,
@@ -139,6 +149,15 @@ class JobHandler:
             message.job, message=message.id, kind=message.kind, chunk=message.chunk,
             error=error, deliveries=message.deliveries, images=images,
         )  # fmt: skip
+        if spec is not None and message.kind != "chunk":  # the job failed
+            await self._clean(spec)
+
+    async def _clean(self, spec: bulk.JobSpec) -> None:
+        """After the job failed: remove the leftovers of writers stopped before now."""
+        try:
+            await asyncio.to_thread(leftovers.clean, self.storage, spec.output, before=time.time())
+        except Exception as exc:  # noqa: BLE001 - the storage's trouble: they wait
+            log.warning("%s: leftovers not removed: %s", spec.output, describe(exc))
 
     # The three kinds of message.
 
@@ -175,11 +194,30 @@ class JobHandler:
                 offload=self._io.run, batch_size=self.settings.worker_batch_size,
                 max_image_bytes=self.settings.max_image_bytes,
             )  # fmt: skip
+            if not await self._still_ours(message, n):
+                return
             await asyncio.to_thread(bulk.store_chunk, spec, self.storage, n, result)
             done, errors = result.done, result.errors
         await self.store.complete_chunk(
             message.job, n, message=message.id, done=done, failed=len(errors), errors=errors
         )  # fmt: skip
+
+    async def _still_ours(self, message: Message, n: int) -> bool:
+        """Whether chunk ``n``'s results may be stored: this worker still holds it (else another
+        worker has it, or did it) and its job still runs (else the message is dropped)."""
+        if not await self.queue.holds(message):
+            log.warning(
+                "job %s: chunk %d was held past LABELCLEAN_JOB_CHUNK_WALL_S (%g s) or this "
+                "worker went silent: another worker took it, this result is dropped",
+                message.job, n, self.settings.job_chunk_wall_s,
+            )  # fmt: skip
+            return False
+        state = await self.store.state(message.job)
+        if state is not JobState.running:
+            log.info("job %s is %s: chunk %d's result is dropped", message.job, state, n)
+            await self.queue.skip(message)
+            return False
+        return True
 
     def _plan_errors(self, spec: bulk.JobSpec) -> list[tuple[str, str]]:
         """The first ERROR_SAMPLE images refused while planning, with why."""
@@ -201,12 +239,20 @@ class JobHandler:
         if job is None or job.chunks is None:
             await self.queue.skip(message)
             return
-        dead = await self.store.dead_chunks(message.job)
-        summary = await asyncio.to_thread(
-            bulk.finalize, spec, self.storage, job.chunks, dead=dead
-        )  # fmt: skip
-        await self.store.complete(message.job, summary=totals(summary), message=message.id)
-        log.info("job %s: completed", message.job)
+        summary = await self.store.finalized(message.job)  # a try that stopped while tidying
+        if summary is None:
+            dead = await self.store.dead_chunks(message.job)
+            written = await asyncio.to_thread(
+                bulk.finalize, spec, self.storage, job.chunks, dead=dead
+            )  # fmt: skip
+            summary = totals(written)
+            if not await self.store.mark_finalized(message.job, summary):
+                await self.queue.skip(message)  # cancelled or failed meanwhile
+                return
+        keep = spec.options.keep_work
+        removed = await asyncio.to_thread(leftovers.tidy, self.storage, spec.output, keep_work=keep)
+        outcome = await self.store.complete(message.job, summary=summary, message=message.id)
+        log.info("job %s: completed (%s); removed %s", message.job, outcome, removed)
 
     async def _predict(self, images: np.ndarray, noisy: np.ndarray) -> tuple[Any, Any]:
         return await self._infer.run(self.model.run, images, noisy)
