@@ -102,17 +102,19 @@ class JobStore:
 
     async def create(
         self, spec: dict[str, Any], *, idempotency: str | None = None, job_id: str | None = None,
-        owner: str | None = None,
+        owner: str | None = None, output_lock: str | None = None,
     ) -> tuple[str, CreateOutcome]:  # fmt: skip
         """A queued job of ``owner`` for ``spec`` (JSON-able) and its plan message. With
         ``idempotency``, the job the same owner created earlier with that key instead; ``busy``
-        with the id of the active job (anyone's) that writes to the same output."""
+        with the id of the active job (anyone's) that writes to the same output: the one of
+        ``output_lock`` (the output's canonical location, ``Storage.location``: every spelling
+        of one place is one lock), else of ``spec["output"]`` as given."""
         await self.ensure_group()
         job_id = job_id or new_job_id()
+        lock = output_key(output_lock or spec["output"])
         keys = [
             job_key(job_id), JOBS, idempotency_key(idempotency, owner) if idempotency else JOBS,
-            output_key(spec["output"]), QUEUE, STATS, owner_jobs_key(owner) if owner else JOBS,
-            ACTIVE,
+            lock, QUEUE, STATS, owner_jobs_key(owner) if owner else JOBS, ACTIVE,
         ]  # fmt: skip
         args = [
             job_id, json.dumps(spec, sort_keys=True), time.time(), "1" if idempotency else "0",

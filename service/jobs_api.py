@@ -191,10 +191,15 @@ async def create_job(
         bundle.decision if bundle else None,
         max_chunk_size=jobs.settings.job_max_chunk_size,
     )
+    lock = jobs.storage.location(spec.output)  # one lock for every spelling of the output
     async with jobs.reachable() as store:
-        job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
+        job_id, outcome = await store.create(
+            wanted, idempotency=idempotency_key, owner=owner, output_lock=lock
+        )  # fmt: skip
         if outcome == "busy" and await jobs.upkeep.fail_if_stale(job_id):  # the output is free
-            job_id, outcome = await store.create(wanted, idempotency=idempotency_key, owner=owner)
+            job_id, outcome = await store.create(
+                wanted, idempotency=idempotency_key, owner=owner, output_lock=lock
+            )  # fmt: skip
         job = await store.get(job_id, owner=owner)
     if outcome == "busy":
         raise _output_in_use(spec.output, job)

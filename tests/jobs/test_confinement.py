@@ -137,11 +137,6 @@ def test_the_same_places_spelled_otherwise_inside_the_roots_are_accepted(
     assert (root / "out-a").is_dir()  # %61 is "a": the probe was written there
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs JobStore.create(output_lock=...) in service/job_store.py (the retention "
-    "engineer's file): the lock is keyed there on spec['output'] as given",
-)
 def test_one_output_spelled_two_ways_is_one_lock(
     server: Server, places: dict[str, Path], redis_db
 ) -> None:
