@@ -106,15 +106,8 @@ class Bundle:
     def decision_summary(self) -> dict[str, Any]:
         """The decision rule, its objective, its thresholds and the minimum precisions a
         request may ask for (GET /model)."""
-        d = self.require_decision()
-        return {
-            "rule": d.rule,
-            "objective": d.objective,
-            "remove": [float(x) for x in d.remove],
-            "add": [float(x) for x in d.add],
-            "per_class": [bool(x) for x in d.per_class],
-            "min_precision_levels": d.min_precision_levels,
-        }
+        decision = self.require_decision()
+        return {**decision.summary(), "min_precision_levels": decision.min_precision_levels}
 
     def require_decision(self) -> Decision:
         if self.decision is None:

@@ -116,13 +116,20 @@ class Decision:
             return cleaned >= remove
         return np.where(listed, issue < remove, issue >= add)
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The rule, its objective and thresholds, without the levels' (GET /model, report.json)."""
         return {
             "rule": self.rule,
             "objective": self.objective,
             "remove": [float(x) for x in self.remove],
             "add": [float(x) for x in self.add],
             "per_class": [bool(x) for x in self.per_class],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """bundle.json's ``decision``: the summary and every level's thresholds."""
+        return {
+            **self.summary(),
             "levels": [
                 {"min_precision": p, "remove": [float(x) for x in r], "add": [float(x) for x in a]}
                 for p, (r, a) in sorted(self.levels.items())

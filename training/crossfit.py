@@ -31,6 +31,8 @@ from ..model.network import LabelCleaningNet
 from .batches import Part, TrainingData, eval_batches
 from .loop import Phase, TrainConfig, run_phase
 
+INNER_FOLDS = 5  # folds of the images for fits on a single held-out part (OutOfFold.fit_folds)
+
 
 @dataclass
 class OutOfFold:
@@ -50,13 +52,20 @@ class OutOfFold:
     @property
     def scores(self) -> np.ndarray:
         """(N, d) the classifier's probabilities: sigmoid of its logit (FEATURES[2])."""
-        return _sigmoid(self.inputs[..., 2])
+        return sigmoid(self.inputs[..., 2])
 
     @property
     def cleaned(self) -> np.ndarray:
         """(N, d) the cleaner's c from its raw output (FEATURES[1])."""
         raw = self.inputs[..., 1]
-        return _sigmoid(raw) if self.cleaner_loss == "bce" else np.clip(raw, 0.0, 1.0)
+        return sigmoid(raw) if self.cleaner_loss == "bce" else np.clip(raw, 0.0, 1.0)
+
+    def fit_folds(self, seed: int = 0) -> np.ndarray:
+        """(N,) the folds that fits on these reads leave out in turn: the cross-fit's, or
+        INNER_FOLDS random folds of the images when the reads are one held-out part."""
+        if len(np.unique(self.fold)) > 1:
+            return self.fold
+        return fold_ids(len(self), INNER_FOLDS, seed)
 
     def save(self, path: Path, key: str = "") -> None:
         """Write atomically (a temporary file, then a rename)."""
@@ -86,7 +95,8 @@ class OutOfFold:
         )  # fmt: skip
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """float32 sigmoid, computed in float64 without overflow."""
     return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float64)))).astype(np.float32)
 
 

@@ -142,6 +142,7 @@ def _per_class(groups, own, remove, add, positives, min_precision):
     remove, add = remove.copy(), add.copy()
     per_class = np.zeros(len(remove), bool)
     counts = {k: _selected(g, remove[k], add[k]) for k, g in groups.items()}
+    total_tp, total_fp = (sum(c[i] for c in counts.values()) for i in (0, 1))
     for _ in range(SWEEPS if min_precision is None else 1):
         for k, (own_remove, own_add) in own.items():
             sl, tl, su, tu = groups[k]
@@ -150,15 +151,16 @@ def _per_class(groups, own, remove, add, positives, min_precision):
             tp_l, fp_l = _counts(sl, tl, cl, below=True)
             tp_u, fp_u = _counts(su, tu, cu, below=False)
             if min_precision is None:
-                base_tp = sum(c[0] for j, c in counts.items() if j != k)
-                base_fp = sum(c[1] for j, c in counts.items() if j != k)
+                base_tp, base_fp = total_tp - counts[k][0], total_fp - counts[k][1]
                 best = _best(tp_l, fp_l, tp_u, fp_u, base_tp, base_fp, positives, None)
             else:  # the class's own labels reach the precision on their own
                 best = _best(tp_l, fp_l, tp_u, fp_u, 0, 0, 0, min_precision)
             if best is None:
                 continue
             remove[k], add[k] = cl[best[0]], cu[best[1]]
-            counts[k] = _selected(groups[k], remove[k], add[k])
+            old, counts[k] = counts[k], _selected(groups[k], remove[k], add[k])
+            total_tp += counts[k][0] - old[0]
+            total_fp += counts[k][1] - old[1]
             per_class[k] = True
     return remove, add, per_class
 
@@ -185,6 +187,12 @@ def final_sets(
     """(N, d) bool: the labels after the issue rule, then the hierarchy (model.decision)."""
     passes = np.where(noisy > 0, issue < remove, issue >= add)
     return consistent(passes, ancestors)
+
+
+def changed(noisy: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """(N, d) bool: the pairs a decision changed, a listed label left out of the final set and
+    an unlisted one put in (its flags as a label-issue detector)."""
+    return np.where(noisy > 0, ~final, final)
 
 
 def set_metrics(chosen: np.ndarray, human: np.ndarray, known: np.ndarray) -> dict[str, float]:

@@ -170,7 +170,7 @@ def finish(
         "metrics": metrics,
         "validation": validation,
         "thresholds": thresholds,
-        "decision": {k: v for k, v in decision.to_dict().items() if k != "levels"},
+        "decision": decision.summary(),
         "issue_fit": fit.info,
         "sizes": {**{k: len(p) for k, p in data.parts().items()}, "V out-of-sample": len(oof)},
         "skipped_images": [{"image_id": f.image_id, "reason": f.reason} for f in data.failures],

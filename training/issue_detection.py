@@ -46,6 +46,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from ..model.cleaning import ISSUE_THRESHOLD
+from .decision_fit import changed
 
 KINDS = ("wrong", "missing")
 OURS = ("joint", "pretrain")
@@ -181,7 +182,7 @@ def decision_flags(arrays: dict[str, np.ndarray]) -> np.ndarray:
     rule), the issue score at ISSUE_THRESHOLD."""
     if "final" not in arrays:
         return arrays["issue"] >= ISSUE_THRESHOLD
-    return np.where(arrays["noisy"] > 0, ~arrays["final"], arrays["final"])
+    return changed(arrays["noisy"], arrays["final"])
 
 
 def _cleanlab_scorers(

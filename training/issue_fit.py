@@ -30,13 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from ..model.issue_head import FEATURES, GROUPS, IssueHead
-from .crossfit import OutOfFold
+from .crossfit import OutOfFold, sigmoid
 
 DEFAULT_FEATURES = FEATURES  # chosen on V's validation reads (benchmarks/RESULTS.md)
 MIN_PAIRS = 5  # fewer verified pairs of either outcome in a group: keep the default there
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, math.inf)  # inf: no per-class terms (pooled alone)
 RIDGE = 1e-4  # on the pooled weights: keeps a separable group finite
-INNER_FOLDS = 5  # folds of the images when ``oof`` holds one held-out part
 
 
 @dataclass
@@ -58,8 +57,7 @@ def issue_scores(inputs: np.ndarray, noisy: np.ndarray, weight: np.ndarray, bias
     """(N, d) the head's output for (N, d, F) ``inputs``, as IssueHead.forward computes it."""
     z_unlisted = (inputs * weight[0]).sum(-1) + bias[0]
     z_listed = (inputs * weight[1]).sum(-1) + bias[1]
-    z = np.where(noisy > 0, -z_listed, z_unlisted).astype(np.float64)
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+    return sigmoid(np.where(noisy > 0, -z_listed, z_unlisted))
 
 
 def default_parameters(d: int, cleaner_loss: str) -> tuple[np.ndarray, np.ndarray]:
@@ -111,15 +109,6 @@ def _log_loss(z: np.ndarray, target: np.ndarray) -> float:
     return float(np.sum(np.logaddexp(0.0, z) - target * z))
 
 
-def _folds(oof: OutOfFold, seed: int) -> np.ndarray:
-    if len(np.unique(oof.fold)) > 1:
-        return oof.fold
-    rng = np.random.default_rng(seed)
-    out = np.empty(len(oof), dtype=np.int64)
-    out[rng.permutation(len(oof))] = np.arange(len(oof)) % INNER_FOLDS
-    return out
-
-
 def fit_issue(
     oof: OutOfFold,
     *,
@@ -136,7 +125,7 @@ def fit_issue(
     weight, bias = default_parameters(d, oof.cleaner_loss)
     oof_z = np.zeros((n, d), np.float64)
     fitted_z = np.zeros((n, d), bool)
-    folds = _folds(oof, seed)
+    folds = oof.fit_folds(seed)
     image_fold = np.broadcast_to(folds[:, None], (n, d))
     cls_grid = np.broadcast_to(np.arange(d)[None, :], (n, d))
     info: dict[str, Any] = {"features": list(features), "pairs_images": n}
@@ -175,7 +164,7 @@ def fit_issue(
     oof_issue = issue_scores(oof.inputs, oof.noisy, weight, bias)
     # the verified pairs of fitted groups get the out-of-fold predictions
     z = np.where(oof.noisy > 0, -oof_z, oof_z)
-    oof_issue[fitted_z] = (0.5 * (1.0 + np.tanh(0.5 * z[fitted_z]))).astype(np.float32)
+    oof_issue[fitted_z] = sigmoid(z[fitted_z])
     return IssueFit(weight, bias, oof_issue, info)
 
 

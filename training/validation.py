@@ -22,6 +22,7 @@ import numpy as np
 from .crossfit import OutOfFold
 from .decision_fit import (
     MIN_CLASS_OUTCOMES,
+    changed,
     choose_cuts,
     consistent,
     final_sets,
@@ -30,16 +31,6 @@ from .decision_fit import (
 )
 from .issue_detection import detection_metrics
 from .metrics import calibrate_thresholds
-
-INNER_FOLDS = 5
-
-
-def _folds(oof: OutOfFold, seed: int = 0) -> np.ndarray:
-    if len(np.unique(oof.fold)) > 1:
-        return oof.fold
-    out = np.empty(len(oof), dtype=np.int64)
-    out[np.random.default_rng(seed).permutation(len(oof))] = np.arange(len(oof)) % INNER_FOLDS
-    return out
 
 
 def _at(values: np.ndarray, thresholds: Any) -> np.ndarray:
@@ -57,7 +48,7 @@ def cross_validated_sets(
     folds: ``final`` (the issue rule, then the hierarchy), ``paper_rule`` (c at its per-class
     thresholds, then the hierarchy) and ``machine_thresholded`` (the listed labels whose
     confidence reaches its per-class threshold). ``cut_options`` go to ``choose_cuts``."""
-    folds = _folds(oof)
+    folds = oof.fit_folds()
     n, d = oof.noisy.shape
     least = cut_options.pop("min_class_outcomes", MIN_CLASS_OUTCOMES)
     own = own_cuts(oof.noisy, oof.human, oof.known, least)  # as the final fit on all of V
@@ -96,7 +87,7 @@ def validate(
         name: set_metrics(chosen, oof.human, oof.known) for name, chosen in sets.items()
     }
     out["machine_listed"] = set_metrics(listed, oof.human, oof.known)
-    flags = np.where(listed, ~sets["final"], sets["final"])
+    flags = changed(oof.noisy, sets["final"])
     out["issue"] = detection_metrics(oof_issue, flags, oof.noisy, oof.human, oof.known)
     out["machine"] = detection_metrics(
         np.where(listed, 1.0 - oof.noisy, oof.noisy),
@@ -104,7 +95,7 @@ def validate(
         oof.noisy, oof.human, oof.known,
     )  # fmt: skip
     out["images"] = n
-    out["folds"] = int(len(np.unique(_folds(oof))))
+    out["folds"] = int(len(np.unique(oof.fit_folds())))
     return out
 
 
@@ -131,7 +122,7 @@ def decision_metrics(
     for name, chosen in sets.items():
         for metric, value in set_metrics(chosen, human, known).items():
             out[f"{name}_{metric}"] = value
-    flags = np.where(listed, ~arrays["final"], arrays["final"])
+    flags = changed(noisy, arrays["final"])
     found = detection_metrics(arrays["issue"], flags, noisy, human, known)
     for kind in ("wrong", "missing"):
         for metric in ("precision", "recall", "f1"):
