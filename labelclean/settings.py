@@ -184,6 +184,25 @@ class Settings(BaseSettings):
     )  # fmt: skip
     worker_batch_size: int = Field(32, ge=1, le=1024, description="images per ONNX run, worker")
 
+    # Label Studio (its ML backend under /label-studio).
+    label_studio_url: str | None = Field(
+        None,
+        description="Label Studio's address as the service reaches it (e.g. "
+        "`http://label-studio:8080`): task images on Label Studio (uploads, local files) are "
+        "fetched from there",
+    )
+    label_studio_token: SecretStr | None = Field(
+        None,
+        description="a Label Studio access token (legacy API token, or a personal access "
+        "token) for reading task images from LABEL_STUDIO_URL",
+    )
+    label_studio_reviews: str | None = Field(
+        None,
+        description="folder or bucket URI (`file:///data/reviews/`, `s3://bucket/reviews/`) "
+        "where the /label-studio/webhook keeps reviews as human-verified labels (labels/*.csv, "
+        "Open Images format); unset = reviews are not kept",
+    )
+
     @field_validator("allowed_formats", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:
@@ -252,6 +271,23 @@ class Settings(BaseSettings):
             return tuple(SecretStr(k) for k in keys)
         return value
 
+    @field_validator("label_studio_url")
+    @classmethod
+    def _label_studio_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/@\s]+(/\S*)?$", value):
+            raise ValueError("an http:// or https:// address without credentials is needed")
+        return value.rstrip("/") if value else value
+
+    @field_validator("label_studio_reviews")
+    @classmethod
+    def _reviews_uri(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                canonical_root(value)
+            except BadUri as exc:
+                raise ValueError(f"{shown(value)}: {exc.reason}") from None
+        return value
+
     @field_validator("max_body_bytes")
     @classmethod
     def _body_cap(cls, value: int) -> int:
@@ -294,6 +330,8 @@ class Settings(BaseSettings):
                 continue
             if name == "api_keys":
                 value = ",".join(k.get_secret_value() for k in value)
+            elif isinstance(value, SecretStr):
+                value = value.get_secret_value()
             elif isinstance(value, tuple):
                 value = ",".join(map(str, value))
             out[f"LABELCLEAN_{name.upper()}"] = str(value)

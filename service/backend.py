@@ -15,6 +15,7 @@ other end ``serve`` holds) closes. Settings come from the LABELCLEAN_* environme
 
     in:  ("classify", id, images, filenames, {"threshold", "top_k"})
          ("clean", id, images, filenames, {"labels", "threshold", "min_precision"})
+         ("review", id, images, filenames, {"labels"})     Label Studio's /predict
     out: ("reply", id, body)  ("error", id, exception)           per request, to its sender
          ("state", ready, reason, providers)                    after loading, and on connect
          ("batch", size, queue_waits, inference_s)              per model run, to one of them
@@ -146,6 +147,8 @@ async def _answer(engine: Engine, channel: FrameChannel, message: tuple[Any, ...
             body = await engine.classify(images, filenames, **fields)
         elif kind == "clean":
             body = await engine.clean(images, filenames, **fields)
+        elif kind == "review":
+            body = await engine.review(images, filenames, **fields)
         else:
             raise RuntimeError(f"unknown request kind {kind!r}")
     except EXPECTED as exc:

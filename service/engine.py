@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..model.bundle import Bundle, load_bundle
 from ..model.classifying import classify_images
-from ..model.cleaning import ImageLimits, LabelVerdict, clean_images
+from ..model.cleaning import ImageLimits, LabelVerdict, clean_decodable, clean_images
 from ..model.decision import parse_min_precision
 from ..model.runtime import OnnxModel
 from ..settings import Settings, decode_threads
@@ -167,6 +167,30 @@ class Engine:
                 ]
             }
         )
+
+    async def review(
+        self, images: Sequence[bytes], filenames: Sequence[str | None], *,
+        labels: Sequence[list[Any]],
+    ) -> bytes:  # fmt: skip
+        """Label Studio's predictions (service.label_studio): each image cleaned as /clean
+        cleans it, summarised as its final label set, review score and highest issue score
+        (``label_studio.predictions.summary``); an image that cannot be decoded gets an
+        ``error`` instead, and the others are answered."""
+        from .label_studio.predictions import summary
+
+        bundle, batcher = self._require_ready()
+        async with batcher.expect(len(images)) as predict:
+            done, failed = await clean_decodable(
+                bundle, images, labels, predict=predict, limits=self.limits,
+                offload=self.offload,
+            )  # fmt: skip
+        results = [
+            {"index": i, **summary(done[i], bundle.index)}
+            if i in done
+            else {"index": i, "error": failed.get(i, "not cleaned")}
+            for i in range(len(images))
+        ]
+        return _json({"results": results})
 
 
 def _verdict(v: LabelVerdict) -> dict[str, Any]:

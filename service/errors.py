@@ -94,6 +94,27 @@ class JobConflict(ApiError):
     status, code = 409, "job_conflict"
 
 
+class LabelConfigError(ApiError):
+    """A Label Studio labeling config the ML backend cannot answer (/label-studio/setup)."""
+
+    status, code = 422, "label_config_invalid"
+
+
+class UnknownChoices(LabelConfigError):
+    """Choices of a labeling config that name no class of the model."""
+
+    code = "unknown_choices"
+
+    def __init__(self, choices: list[str]) -> None:
+        shown = ", ".join(repr(c) for c in choices[:20]) + (" ..." if len(choices) > 20 else "")
+        super().__init__(
+            f"{len(choices)} choice(s) of the labeling config name no class of the model: "
+            f"{shown} (a choice is a class's display name or label id, GET /model lists them)",
+            field="label_config",
+        )
+        self.choices = choices
+
+
 class JobsUnavailable(ApiError):
     """Redis cannot be reached: bulk jobs answer 503, /classify and /clean carry on."""
 

@@ -171,9 +171,15 @@ class Queue:
         """(d,) float64: the model's probability that each class's decision for image ``row`` is
         right: the issue score for a removed label (P(wrong)) or an added one (P(missing)),
         1 - the issue score for a kept label or an unlisted one left out."""
-        issue = self.issue[row].astype(np.float64)
-        changed = np.isin(self.verdicts[row], (REMOVED, ADDED))
-        return np.where(changed, issue, 1.0 - issue)
+        return p_right(self.issue[row], np.isin(self.verdicts[row], (REMOVED, ADDED)))
+
+
+def p_right(issue: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """(d,) float64: the probability that each class's decision is right, from its (d,) issue
+    score and whether the decision ``changed`` the label (removed or added): the issue score
+    when it did, 1 - the issue score when it did not (kept, or left out)."""
+    issue = issue.astype(np.float64)
+    return np.where(changed, issue, 1.0 - issue)
 
 
 def clean_split(
