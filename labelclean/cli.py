@@ -11,6 +11,7 @@ never load PyTorch.
     labelclean clean --model BUNDLE --images URI --labels URI --out URI  # bulk, no torch
     labelclean worker --model BUNDLE [--burst]      # bulk jobs from Redis (POST /jobs), no torch
     labelclean review --model BUNDLE --data DATA --out DIR   # ranked label-issue queue, no torch
+    labelclean import-reviews --label-studio EXPORT.json --model BUNDLE --out REVIEWS.csv
 """
 
 from __future__ import annotations
@@ -478,6 +479,39 @@ def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+IMPORT_REVIEWS_HELP = "reviews from Label Studio -> a human-verified labels CSV (no torch)"
+IMPORT_REVIEWS_PARSER = dict(
+    description="Write the reviews of a Label Studio project as one Open Images human-labels "
+    "CSV (ImageID,Source,LabelName,Confidence): for each reviewed image, every choice the "
+    "reviewer saw, 1 when ticked, 0 when not (a verified negative). From a JSON export "
+    "(--label-studio): each task's latest edited annotation; skipped ones verify nothing. "
+    "From the store the service's /label-studio/webhook keeps (--reviews, "
+    "LABELCLEAN_LABEL_STUDIO_REVIEWS): its labels/*.csv joined. The ImageID is the task data's "
+    "image_id (`labelclean review` writes it), else the image file's name without extension.",
+)
+
+
+def _import_reviews_args(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--label-studio", type=Path, metavar="EXPORT.json",
+        help="a Label Studio JSON export of the project (Export, JSON)",
+    )  # fmt: skip
+    source.add_argument(
+        "--reviews", metavar="URI",
+        help="the webhook's store: LABELCLEAN_LABEL_STUDIO_REVIEWS (folder, file:// or s3://)",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", type=Path, help="bundle folder whose classes the choices name (--label-studio)"
+    )
+    p.add_argument(
+        "--config", type=Path,
+        help="the project's labeling config (default: the one `labelclean review` writes for "
+        "--model, a choice per class)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="the CSV to write")
+
+
 # Subcommands that never load PyTorch: name -> (help, parser options, arguments). _parse builds
 # their parser alone, since build_parser() reads training defaults, which imports torch.
 TORCH_FREE = {
@@ -485,6 +519,7 @@ TORCH_FREE = {
     "clean": (CLEAN_HELP, CLEAN_PARSER, _clean_args),
     "worker": (WORKER_HELP, {"description": WORKER_DESCRIPTION}, _worker_args),
     "review": (REVIEW_HELP, REVIEW_PARSER, _review_args),
+    "import-reviews": (IMPORT_REVIEWS_HELP, IMPORT_REVIEWS_PARSER, _import_reviews_args),
 }
 
 

@@ -392,14 +392,30 @@ def review(args: argparse.Namespace) -> int:
     )
     if args.format == "label-studio":
         from labelclean.service import review_labelstudio as ls
+        from labelclean.service.label_studio.predictions import model_version
 
         prefix = args.image_url or ls.default_image_url(inputs.images_uri)
         tasks = ls.write_label_studio(
             out, queue, rows, url=ls.image_urls(prefix, inputs.images),
-            model_version=f"labelclean-{bundle.sha256[:12]}",
+            model_version=model_version(bundle.sha256),
         )  # fmt: skip
         line += f"; {tasks} Label Studio tasks -> {out / 'label-studio-tasks.json'}"
     print(line)
+    return 0
+
+
+def import_reviews(args: argparse.Namespace) -> int:
+    from labelclean.service.label_studio import imports
+
+    if args.label_studio is not None:
+        if args.model is None:
+            raise ValueError("--model: needed with --label-studio (the classes the choices name)")
+        text, count = imports.from_export(args.label_studio, args.model, args.config)
+    else:
+        text, count = imports.from_store(args.reviews)
+    args.out.write_text(text, encoding="utf-8")
+    rows = text.count("\n") - 1
+    print(f"{count} reviewed image(s), {rows} verified label(s) -> {args.out}")
     return 0
 
 
