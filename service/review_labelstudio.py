@@ -4,7 +4,8 @@ predictions refer to) and OUT/label-studio-view.json (a Data Manager tab that tr
 ``max_issue`` as a number). Create a project with the config, then import the tasks.
 
     [{"data": {"image": URL, "image_id": ..., "max_issue": 0.93, "machine_labels": "Shirt, Tops",
-               "changes": "remove Tops; add Dress"},
+               "changes": "remove Tops; add Dress",
+               "noisy_labels": [{"label": "/lc/shirt", "confidence": 0.9}, ...]},
       "predictions": [{"model_version": "labelclean-<bundle sha256[:12]>", "score": 0.61,
                        "result": [{"id": ..., "from_name": "labels", "to_name": "image",
                                    "type": "choices", "value": {"choices": [names]}}]}]}, ...]
@@ -12,7 +13,9 @@ predictions refer to) and OUT/label-studio-view.json (a Data Manager tab that tr
 One task per image in the queue, the image with the highest issue score first. ``max_issue``
 (a JSON number) is the image's highest issue score; ``machine_labels`` the display names of
 the labels the machine listed; ``changes`` the decision's change, "remove X; add Y" (or
-"no change"). The predicted choices are the image's final label set, exactly /clean's
+"no change"); ``noisy_labels`` the machine's labels with their confidences, as /clean's labels
+field (what the ML backend, service.label_studio, cleans when Label Studio asks it to predict
+the task again). The predicted choices are the image's final label set, exactly /clean's
 ``cleaned_labels``: the labels whose verdict is kept or added (so a child never comes without
 its parent when the bundle has a class hierarchy).
 
@@ -40,7 +43,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from ..model.bundle import LabelClass
-from ..model.cleaning import issue_scores
+from ..model.cleaning import issue_scores, round_scores
 from ..storage import split_uri
 from .review import Queue
 
@@ -136,6 +139,7 @@ def task(
     machine's labels and the proposed change) and one prediction whose choices are the final
     label set (``names``: ``choice_names``; ``key``: the result's id)."""
     final = queue.cleaned_labels(row)
+    listed = queue.listed(row)
     result = {
         "id": key, "from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
         "value": {"choices": [names[k] for k in final]},
@@ -145,8 +149,12 @@ def task(
             IMAGE_KEY: url,
             "image_id": queue.image_ids[row],
             "max_issue": issue_scores(queue.issue[row].max(keepdims=True))[0],
-            "machine_labels": ", ".join(names[k] for k in queue.listed(row)) or NO_LABELS,
+            "machine_labels": ", ".join(names[k] for k in listed) or NO_LABELS,
             "changes": queue.change_text(row, names),
+            "noisy_labels": [
+                {"label": queue.classes[k].id, "confidence": c}
+                for k, c in zip(listed, round_scores(queue.noisy[row, listed]), strict=True)
+            ],
         },
         "predictions": [
             {

@@ -408,6 +408,11 @@ def test_label_studio_tasks_validate_and_match_the_config(review_data, bundle_di
             assert (r["from_name"], r["to_name"]) == (config["choices"], config["image"])
             assert config["to"] == config["image"]
             assert set(r["value"]["choices"]) <= set(values)
+        # The machine's labels as /clean takes them: what the ML backend cleans again.
+        noisy = task["data"]["noisy_labels"]
+        assert [n["label"] for n in noisy] == [g["label"] for g in given[image]]
+        for n, g in zip(noisy, given[image], strict=True):
+            assert n["confidence"] == pytest.approx(g["confidence"], abs=1e-6)
     assert_tasks_follow_clean(tasks, rows, given, images, bundle, onnx.run)
     assert any(t["data"]["changes"] != "no change" for t in tasks)
     view = json.loads((out / "label-studio-view.json").read_text())
