@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed
 DEMO_DATA ?= demo/data
 DEMO_RUN ?= demo/run
 
-.PHONY: deps install test run lint bench clean
+# Label Studio for tests/label_studio, in its own environment (its dependencies conflict with
+# ours), outside the repository: built once per version, from pip's cache after the first time.
+LABEL_STUDIO_VERSION := 1.23.2
+LS_VENV ?= $(HOME)/.cache/labelclean/label-studio-$(LABEL_STUDIO_VERSION)
+LABEL_STUDIO := $(LS_VENV)/bin/label-studio
+
+.PHONY: deps install test run lint bench clean label-studio
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +27,15 @@ deps:
 
 install: $(STAMP)
 
-test: deps $(STAMP)
-	$(BIN)/python -m pytest
+$(LABEL_STUDIO):
+	$(PY) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+
+label-studio: $(LABEL_STUDIO)
+
+test: deps $(STAMP) $(LABEL_STUDIO)
+	TEST_LABEL_STUDIO=$(LABEL_STUDIO) $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
