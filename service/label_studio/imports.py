@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ...model.bundle import load_bundle
-from ...storage import Storage
+from ...storage import Storage, StorageError
 from ..review_labelstudio import config_xml
 from .config import ProjectConfig
 from .reviews import ReviewStore, csv_text, export_reviews, rows
@@ -42,5 +42,12 @@ def from_export(export: Path, model: Path, config: Path | None) -> tuple[str, in
 
 def from_store(uri: str) -> tuple[str, int]:
     """(the CSV text, the number of reviewed tasks) of the webhook's store."""
-    store = ReviewStore(Storage.local(), uri, [])
+    storage = Storage.local()
+    try:
+        found = storage.exists(uri) or bool(list(storage.list(uri)))
+    except StorageError:
+        found = False
+    if not found:
+        raise ValueError(f"--reviews: {uri}: folder not found")
+    store = ReviewStore(storage, uri, [])
     return store.joined(), len(store.label_files())
