@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -33,6 +31,7 @@ from ..model.labels import InputError, parse_thresholds
 from ..storage import Storage, StorageError
 from . import bulk_io as io
 from .bulk_clean import Chunk, ChunkItem, ChunkResult, process_chunk
+from .bulk_plan import Plan, plan, read_plan
 from .bulk_results import finalize, open_results
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "store_chunk", "validate_spec",
 ]  # fmt: skip
 
-PLAN_VERSION = 2  # 2: the decision's options (thresholds, min_precision) key the plan
 VALIDATE_ROWS = 100
 MAX_URI_BYTES = 2048
 
@@ -88,14 +86,6 @@ class JobSpec(BaseModel):
     labels: Uri = Field(..., description="URI of ImageID,Source,LabelName,Confidence")
     output: Uri = Field(..., description="URI prefix the results are written to")
     options: JobOptions = Field(default_factory=JobOptions)
-
-
-@dataclass(frozen=True)
-class Plan:
-    chunks: int
-    total: int  # images in the chunks
-    errors: int = 0  # ImageIDs refused while planning (listed in errors.csv)
-    chunk_size: int = 0
 
 
 def _field_error(exc: Exception, field: str, prefix: str = "") -> InputError:
@@ -159,118 +149,6 @@ def validate_spec(
             decision.level(spec.options.min_precision)
         except InputError as exc:
             raise InputError(str(exc), field="options.min_precision") from None
-
-
-def plan(
-    spec: JobSpec,
-    storage: Storage,
-    *,
-    chunk_size: int,
-    label_index: Mapping[str, int] | None = None,
-    model: str | None = None,
-) -> Plan:
-    """List the images, group the labels CSV by image, write the chunk manifests, the planning
-    errors and (last) plan.json. ``spec.options.chunk_size`` wins over ``chunk_size``. With
-    ``label_index``, images with unknown label ids are refused here (else when cleaned).
-    ``model`` (the bundle's sha256) is recorded, so that resuming with another model is refused.
-    Idempotent: a plan already stored for this spec is returned as it is (so the chunks stored
-    under it stay valid); planning the same inputs again writes the same files."""
-    stored = read_plan(spec, storage, model=model)
-    if stored is not None:
-        return stored
-    size = spec.options.chunk_size or chunk_size
-    names: dict[str, list[str]] = {}
-    for name, _ in storage.list(spec.images):
-        image = io.image_id(name)
-        if image is not None:
-            names.setdefault(image, []).append(name)
-    labels: dict[str, dict[str, float]] = {}
-    problems: dict[str, list[str]] = {}
-    bad_lines: list[tuple[str, str]] = []  # rows without an ImageID to file them under
-    for row in io.read_label_rows(storage, spec.labels):
-        where = f"labels CSV line {row.line}"  # problems by kind: never the row's values
-        if row.problem and not row.image_id:
-            bad_lines.append(("", row.problem))
-            continue
-        given = labels.setdefault(row.image_id, {})
-        if row.problem:
-            problems.setdefault(row.image_id, []).append(row.problem)
-        elif row.label in given:
-            problems.setdefault(row.image_id, []).append(
-                f"{where}: its LabelName is listed twice for this image"
-            )
-        elif label_index is not None and row.label not in label_index:
-            problems.setdefault(row.image_id, []).append(
-                f"{where}: unknown LabelName (not a label id of the model)"
-            )
-        else:
-            given[row.label] = row.confidence  # type: ignore[assignment]
-    for image in labels.keys() - names.keys() - {""}:
-        problems.setdefault(image, []).insert(0, f"no image file under {spec.images}")
-    for image, files in names.items():
-        if len(files) > 1:
-            problems.setdefault(image, []).append(
-                f"several image files: {', '.join(sorted(files))}"
-            )
-    errors = sorted([*((image, "; ".join(why)) for image, why in problems.items()), *bad_lines])
-    ids = sorted(names.keys() - problems.keys())
-    chunks = 0
-    with ThreadPoolExecutor(8) as pool:  # remote stores: a request each, several at once
-        writes = []
-        for start in range(0, len(ids), size):
-            lines = []
-            for image in ids[start : start + size]:
-                given = sorted(labels.get(image, {}).items())
-                item = {
-                    "id": image,
-                    "uri": storage.join(spec.images, names[image][0]),
-                    "labels": [{"label": k, "confidence": v} for k, v in given if v > 0],
-                }
-                lines.append(json.dumps(item, sort_keys=True) + "\n")
-            uri = io.manifest_uri(spec.output, storage, chunks)
-            writes.append(pool.submit(storage.write_bytes, uri, "".join(lines).encode()))
-            chunks += 1
-        for write in writes:
-            write.result()  # a failed write raises here
-    storage.write_bytes(io.plan_errors_uri(spec.output, storage), io.csv_bytes(errors))
-    result = Plan(chunks=chunks, total=len(ids), errors=len(errors), chunk_size=size)
-    meta = {**_plan_key(spec), "model": model, **vars(result)}
-    storage.write_bytes(io.plan_uri(spec.output, storage), json.dumps(meta, indent=1).encode())
-    return result
-
-
-def _plan_key(spec: JobSpec) -> dict[str, Any]:
-    thresholds = json.dumps(spec.options.thresholds, sort_keys=True)
-    return {"version": PLAN_VERSION, "images": spec.images, "labels": spec.labels,
-            "thresholds": thresholds, "min_precision": spec.options.min_precision}  # fmt: skip
-
-
-def read_plan(spec: JobSpec, storage: Storage, *, model: str | None = None) -> Plan | None:
-    """The plan stored under ``spec.output``, or None when there is none. A plan of another job
-    there (other images, labels, thresholds, chunk size or, when both are known, ``model``)
-    raises InputError(field="output"): its stored chunks must not be mixed into this job's."""
-    uri = io.plan_uri(spec.output, storage)
-    if not storage.exists(uri):
-        return None
-    try:
-        meta = json.loads(storage.read_bytes(uri))
-    except ValueError:
-        meta = None
-    size = spec.options.chunk_size
-    stored_model = meta.get("model") if isinstance(meta, dict) else None
-    if (
-        not isinstance(meta, dict)
-        or {k: meta.get(k) for k in _plan_key(spec)} != _plan_key(spec)
-        or (size and size != meta.get("chunk_size"))
-        or (model and stored_model and model != stored_model)
-    ):
-        raise InputError(
-            f"{spec.output} already holds another job's work (its _work/plan.json is not this "
-            "job's plan: other images, labels, thresholds, chunk size or model): use another "
-            "output, or remove it",
-            field="output",
-        )
-    return Plan(meta["chunks"], meta["total"], meta["errors"], meta["chunk_size"])
 
 
 def load_chunk(spec: JobSpec, storage: Storage, n: int) -> Chunk:

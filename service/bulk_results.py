@@ -7,9 +7,10 @@ not at all; summary.json is written last. Finalizing twice writes the same files
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..storage import Storage, StorageError
 from . import bulk_io as io
@@ -55,8 +56,7 @@ def finalize(
         errors.write(io.csv_bytes([], io.ERROR_HEADER))
         plan_errors = io.plan_errors_uri(out, storage)
         if storage.exists(plan_errors):
-            failed += len(io.read_csv_rows(storage, plan_errors))
-            storage.copy_to(plan_errors, errors)
+            failed += _copy_counting(storage, plan_errors, errors)
         for n in range(chunks):
             summary_uri = io.part_uri(out, storage, n, ".summary.json")
             if storage.exists(summary_uri):
@@ -99,6 +99,23 @@ def finalize(
     data = json.dumps(summary, indent=2).encode() + b"\n"
     storage.write_bytes(storage.join(out, "summary.json"), data)
     return summary
+
+
+def _copy_counting(storage: Storage, uri: str, out: IO[bytes]) -> int:
+    """Copy a CSV the job wrote into ``out`` a block at a time; returns its rows (records, not
+    lines: a quoted field may hold a newline)."""
+    with storage.open_text(uri) as fh:
+        rows = 0
+        block = []
+        for row in csv.reader(fh):
+            if row:
+                block.append(row)
+                rows += 1
+            if len(block) >= 10_000:
+                out.write(io.csv_bytes(block))
+                block = []
+        out.write(io.csv_bytes(block))
+    return rows
 
 
 def open_results(spec: JobSpec, storage: Storage) -> Iterator[bytes]:

@@ -242,9 +242,11 @@ class Storage:
                 where = target.where
                 found = remote.names(self.filesystem(where.protocol), where.protocol, where.path,
                                      self.S3_PAGE)  # fmt: skip
+            base = prefix.rstrip("/") + "/"  # as join() writes it, once, not per name
+            percent = prefix.partition("://")[0].lower() in ("file", "local")
             for name in found:
-                if name not in (".", "..") and "/" not in name and "\0" not in name:
-                    yield name, self.join(prefix, name)
+                if name and name not in (".", "..") and "/" not in name and "\0" not in name:
+                    yield name, base + (name.replace("%", "%25") if percent else name)
         except StorageError:
             raise
         except FileNotFoundError as exc:
