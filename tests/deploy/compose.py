@@ -132,6 +132,11 @@ class Dockerfile:
             found.append(names[found[-1].base])
         return found
 
+    def inherited(self, stage: Stage, keyword: str) -> list[str]:
+        """The ``keyword`` instructions that make ``stage``: its bases' first, its own last (so
+        the last is the one in force: USER, CMD, ENTRYPOINT, HEALTHCHECK)."""
+        return [i for s in reversed(self.chain(stage)) for i in s.all(keyword)]
+
     def copied_from(self, stage: Stage) -> list[Stage]:
         """The stages whose files ``stage`` copies (COPY --from=NAME), with their chains."""
         found = []

@@ -2,7 +2,7 @@
 
 The processes are the compose file's own: ``redis-server`` with the redis service's command,
 ``labelclean serve`` (the api service) and two ``labelclean worker`` (the worker service, as
-``--scale worker=2``), each with the image's ENTRYPOINT (docker/Dockerfile) and the service's
+``--scale worker=2``), each with its image's ENTRYPOINT (docker/Dockerfile) and the service's
 command and environment read from the file and interpolated as compose does, with the variables
 an operator would put in docker/.env: the demo bundle and a bucket folder (BUNDLE_DIR,
 BUCKETS_DIR), an API key, and the s3 profile's MinIO as README "Docker compose" says
@@ -106,6 +106,14 @@ def service_env(name: str, variables: dict[str, str], local: Local) -> dict[str,
     return {k: local.value(v) for k, v in env.items()}
 
 
+def service_argv(name: str) -> list[str]:
+    """What the service's container runs: the ENTRYPOINT of its build target (docker/Dockerfile),
+    then its command."""
+    target = SERVICES[name]["build"].get("target")
+    stage = DOCKERFILE.stage(target) if target else DOCKERFILE.default
+    return image_argv(DOCKERFILE, stage, SERVICES[name]["command"])
+
+
 def executable(argv: list[str]) -> list[str]:
     """The image's programs, from this environment: labelclean's entry point, this python."""
     program = {"labelclean": str(Path(sys.executable).with_name("labelclean")),
@@ -206,9 +214,9 @@ def stack(
         api_port = free_port()
         stack.listen = {"LABELCLEAN_HOST": "127.0.0.1", "LABELCLEAN_PORT": str(api_port)}
         stack.api_url = f"http://127.0.0.1:{api_port}"
-        api_argv = executable(image_argv(DOCKERFILE.default, SERVICES["api"]["command"]))
+        api_argv = executable(service_argv("api"))
         stack.start("api", api_argv, stack.env("api"))
-        worker_argv = executable(image_argv(DOCKERFILE.default, SERVICES["worker"]["command"]))
+        worker_argv = executable(service_argv("worker"))
         assert stack.healthcheck("worker").returncode == 1  # no worker yet
         for n in (1, 2):  # --scale worker=2
             stack.start(f"worker-{n}", worker_argv, stack.env("worker"))

@@ -1,19 +1,22 @@
 """The deployment files checked statically (no docker engine runs here): docker/docker-compose.yml
 (services, profiles, dependencies, health checks, ports, volumes, every environment variable
-against the settings classes both ways), docker/.env.example, both Dockerfiles (non-root, the
-serving extra and no torch, the CUDA base matching the onnxruntime-gpu that pip resolves), and
-hadolint on each Dockerfile. tests/deploy/test_compose_e2e.py runs what the compose file starts.
+against the settings classes both ways), docker/.env.example, both Dockerfiles (non-root with a
+writable HOME, the serving extra and no torch, plain onnxruntime in the CPU image, no port in the
+worker targets, the CUDA base matching the onnxruntime-gpu that pip resolves), and hadolint on
+each Dockerfile. tests/deploy/test_compose_e2e.py runs what the compose file starts.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from labelclean.settings import Settings
 from labelclean.settings_doc import INTERNAL, compose_defaults, settings_docs
@@ -21,6 +24,7 @@ from labelclean.settings_doc import INTERNAL, compose_defaults, settings_docs
 from .compose import (
     DOCKERFILES,
     ROOT,
+    Dockerfile,
     Stage,
     environment,
     interpolate,
@@ -112,11 +116,17 @@ def test_workers_scale_and_check_their_heartbeat(name: str) -> None:
     assert worker["stop_grace_period"]  # SIGTERM finishes the chunk in hand
 
 
-def test_cpu_services_share_the_serving_image() -> None:
-    images = {SERVICES[n]["image"] for n in ("api", "worker")}
-    builds = [SERVICES[n]["build"] for n in ("api", "worker")]
-    assert len(images) == 1 and builds[0] == builds[1]
-    assert builds[0] == {"context": "..", "dockerfile": "docker/Dockerfile"}  # the repository
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_api_and_worker_build_one_dockerfile_two_targets(kind: str) -> None:
+    api, worker = (SERVICES[n + ("-gpu" if kind == "gpu" else "")] for n in ("api", "worker"))
+    dockerfile = f"docker/{DOCKERFILES[kind].name}"
+    assert api["build"] == {"context": "..", "dockerfile": dockerfile}  # the default: serve
+    assert worker["build"] == {"context": "..", "dockerfile": dockerfile, "target": "worker"}
+    assert api["image"] != worker["image"]  # one tag per target
+    parsed = CPU if kind == "cpu" else GPU
+    serve, work = parsed.default, parsed.stage("worker")
+    assert serve.name == "serve" and parsed.chain(serve)[1:] == parsed.chain(work)[1:]  # shared
+    assert image_argv(parsed, work, worker["command"]) == image_argv(parsed, work)  # its CMD
 
 
 @pytest.mark.parametrize("name", ["api-gpu", "worker-gpu", "train"])
@@ -132,7 +142,6 @@ def test_gpu_profile_demands_cuda(name: str) -> None:
     service = SERVICES[name]
     assert environment(service)["LABELCLEAN_DEVICE"] == "cuda"  # fixed, not from a variable
     assert env_settings({"LABELCLEAN_DEVICE": "cpu"}, name).device == "cuda"
-    assert "target" not in service["build"]  # the default target: serve
     assert set(environment(service)) == set(environment(SERVICES[name.removesuffix("-gpu")]))
 
 
@@ -140,7 +149,7 @@ def test_train_profile_trains_on_mounted_data() -> None:
     train = SERVICES["train"]
     modes = {target: mode for target, (_, mode) in mounts(train, {}).items()}
     assert modes == {"/data": "ro", "/runs": "rw"}
-    argv = image_argv(GPU.stage(train["build"]["target"]), train["command"])
+    argv = image_argv(GPU, GPU.stage(train["build"]["target"]), train["command"])
     assert argv[:2] == ["labelclean", "train"]
     from labelclean.cli import _parse
 
@@ -207,44 +216,153 @@ def test_compose_defaults_are_safe_container_settings() -> None:
 # The Dockerfiles.
 
 
-def image_argv(stage: Stage, command: list[str] | None = None) -> list[str]:
-    """What a container of ``stage`` runs: its ENTRYPOINT, then ``command`` or its CMD."""
-    import json
+def image_argv(dockerfile: Dockerfile, stage: Stage, command: list[str] | None = None) -> list[str]:
+    """What a container of ``stage`` runs: its ENTRYPOINT, then ``command`` or its CMD (each
+    its own or inherited from the stage it is built on)."""
 
-    entrypoint = json.loads(stage.last("ENTRYPOINT").split(None, 1)[1])
-    cmd = command if command is not None else json.loads(stage.last("CMD").split(None, 1)[1])
-    return [*entrypoint, *cmd]
+    def last(keyword: str) -> list[str]:
+        return json.loads(dockerfile.inherited(stage, keyword)[-1].split(None, 1)[1])
+
+    return [*last("ENTRYPOINT"), *(command if command is not None else last("CMD"))]
+
+
+def image_env(dockerfile: Dockerfile, stage: Stage) -> dict[str, str]:
+    """The variables ENV sets in ``stage`` and the stages it is built on (KEY=VALUE form)."""
+    found = {}
+    for instruction in dockerfile.inherited(stage, "ENV"):
+        for pair in instruction.split()[1:]:
+            key, sep, value = pair.partition("=")
+            assert sep, f"ENV {key}: use KEY=VALUE"
+            found[key] = value
+    return found
+
+
+def installs(dockerfile: Dockerfile, stage: Stage) -> list[str]:
+    """Each `pip install` command of the stages whose files ``stage`` copies."""
+    built = [b for s in dockerfile.chain(stage) for b in dockerfile.copied_from(s)]
+    return [c.strip() for s in built for i in s.all("RUN") for c in i.split("&&")
+            if "pip install" in c]  # fmt: skip
+
+
+def stages(kind: str) -> list[tuple[Dockerfile, Stage]]:
+    """The serving targets: the default (serve) and worker."""
+    dockerfile = CPU if kind == "cpu" else GPU
+    found = [s for s in dockerfile.stages if s.name == "worker"]
+    assert found, f"{dockerfile.path.name}: no worker target"
+    return [(dockerfile, dockerfile.default), (dockerfile, *found)]
 
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_serving_image_non_root_health_checked_serve(kind: str) -> None:
     dockerfile = CPU if kind == "cpu" else GPU
     stage = dockerfile.default
-    assert stage.last("USER").split()[1].split(":")[0] not in ("root", "0")
-    healthcheck = stage.last("HEALTHCHECK")
+    assert dockerfile.inherited(stage, "USER")[-1].split()[1].split(":")[0] not in ("root", "0")
+    healthcheck = dockerfile.inherited(stage, "HEALTHCHECK")[-1]
     assert '"labelclean.healthcheck", "api"' in healthcheck
-    assert image_argv(stage) == ["labelclean", "serve"]
-    env = " ".join(stage.all("ENV"))
-    assert "LABELCLEAN_HOST=0.0.0.0" in env and "LABELCLEAN_MODEL=/model" in env
-    assert ("LABELCLEAN_DEVICE=cuda" in env) == (kind == "gpu")
+    assert image_argv(dockerfile, stage) == ["labelclean", "serve"]
+    env = image_env(dockerfile, stage)
+    assert env["LABELCLEAN_HOST"] == "0.0.0.0" and env["LABELCLEAN_MODEL"] == "/model"
+    assert (env.get("LABELCLEAN_DEVICE") == "cuda") == (kind == "gpu")
+    assert stage.all("EXPOSE") == [f"EXPOSE {env['LABELCLEAN_PORT']}"]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_worker_target_serves_no_port_and_checks_its_heartbeat(kind: str) -> None:
+    dockerfile = CPU if kind == "cpu" else GPU
+    worker = dockerfile.stage("worker")
+    assert dockerfile.inherited(worker, "EXPOSE") == []  # a worker serves no HTTP
+    assert not {"LABELCLEAN_HOST", "LABELCLEAN_PORT"} & set(image_env(dockerfile, worker))
+    assert image_argv(dockerfile, worker) == ["labelclean", "worker"]
+    healthcheck = dockerfile.inherited(worker, "HEALTHCHECK")[-1]
+    assert healthcheck.endswith('CMD ["python", "-m", "labelclean.healthcheck", "worker"]')
+    assert dockerfile.inherited(worker, "USER")[-1].split()[1].split(":")[0] not in ("root", "0")
+    assert image_env(dockerfile, worker)["LABELCLEAN_MODEL"] == "/model"
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_runtime_home_exists_and_any_user_may_write_it(kind: str) -> None:
+    """ONNX Runtime writes its telemetry device id under $HOME/.cache and warns at every start
+    where it cannot. Docker sets HOME from /etc/passwd, "/" for a uid without an entry (any
+    CONTAINER_USER but the image's): the image sets a HOME every user may write."""
+    dockerfile = CPU if kind == "cpu" else GPU
+    runtime = [s for s in dockerfile.stages if s.name in ("worker", "train")]
+    for stage in [dockerfile.default, *runtime]:
+        assert image_env(dockerfile, stage).get("HOME") == "/tmp", stage.name  # mode 1777
 
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_serving_image_installs_the_service_extra_and_no_torch(kind: str) -> None:
     dockerfile = CPU if kind == "cpu" else GPU
-    built = dockerfile.copied_from(dockerfile.default)
-    installs = [i for s in built for i in s.all("RUN") if "pip install" in i]
-    assert any('".[service]"' in i for i in installs)
-    assert not re.search(r"train|torch==|\[dev", " ".join(installs).replace('import torch"', ""))
-    assert any('! /opt/venv/bin/python -c "import torch"' in i for i in installs)  # checked
+    built = [i for s in dockerfile.chain(dockerfile.stage("build")) for i in s.all("RUN")]
+    for _, stage in stages(kind):
+        found = installs(dockerfile, stage)
+        if kind == "gpu":
+            assert any('".[service]"' in i for i in found)
+        else:  # the `service` extra's requirements, from docker/cpu_requirements.py
+            assert any("docker/cpu_requirements.py service" in i for i in built)
+        assert not re.search(r"train|torch==|\[dev", " ".join(found))
+    assert any('! /opt/venv/bin/python -c "import torch"' in i for i in built)  # checked
+
+
+def cpu_requirements() -> list[str]:
+    """What docker/Dockerfile runs, docker/cpu_requirements.py's output."""
+    [run] = [i for i in CPU.stage("build").all("RUN") if "cpu_requirements.py" in i]
+    [command] = [c.strip() for c in run.split("&&") if "cpu_requirements.py" in c]
+    argv, _, out = command.partition(">")
+    assert out.strip() == "requirements.txt", command
+    python, script, *extras = argv.split()
+    result = subprocess.run([sys.executable, str(ROOT / script), *extras],
+                            capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+    return result.stdout.splitlines()
+
+
+def names_on_linux_x86_64(requirements: list[str], extras: tuple[str, ...] = ("",)) -> set[str]:
+    """The distributions pip picks from ``requirements`` on the images' platform."""
+    found = set()
+    for line in requirements:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or any(
+            marker.evaluate({"sys_platform": "linux", "platform_machine": "x86_64", "extra": e})
+            for e in extras
+        ):
+            found.add(requirement.name.lower())
+    return found
+
+
+def test_cpu_image_installs_onnxruntime_not_the_gpu_wheel() -> None:
+    """pyproject.toml gives linux x86_64 onnxruntime-gpu (340 MB of CUDA kernels) for the CUDA
+    images; the CPU image installs plain onnxruntime instead, and never both (one module)."""
+    # The project is installed without its dependencies (pyproject's would bring the GPU wheel),
+    # after docker/cpu_requirements.py's list of them, and the build checks.
+    found = installs(CPU, CPU.default)
+    projects = [i for i in found if re.search(r"""\s["']?\.(\[[\w,]+\])?["']?(\s|$)""", i + " ")]
+    assert projects and all("--no-deps" in i for i in projects), projects
+    assert "/opt/venv/bin/pip install -r requirements.txt" in found
+    built = " ".join(i for s in CPU.chain(CPU.stage("build")) for i in s.all("RUN"))
+    assert "! /opt/venv/bin/pip show --quiet onnxruntime-gpu" in built
+    # That list: onnxruntime, and everything else the service extra needs, as pyproject.toml
+    # writes it.
+    picked = names_on_linux_x86_64(cpu_requirements())
+    assert "onnxruntime" in picked and "onnxruntime-gpu" not in picked
+    project = importlib.metadata.requires("labelclean") or []
+    assert "onnxruntime-gpu" in names_on_linux_x86_64(project)  # why the swap is needed
+    wanted = names_on_linux_x86_64(project, ("", "service")) - {"onnxruntime-gpu"}
+    assert picked == wanted | {"onnxruntime"}
+
+
+def test_gpu_image_keeps_onnxruntime_gpu() -> None:
+    found = installs(GPU, GPU.default)
+    assert not any("--no-deps" in i or "cpu_requirements" in i for i in found)
+    assert any('"onnxruntime-gpu==${ONNXRUNTIME_GPU}"' in i for i in found)
 
 
 def test_train_image_installs_the_train_extra() -> None:
-    installs = [i for s in GPU.chain(GPU.stage("build-train")) for i in s.all("RUN")]
-    assert any('".[service,train]"' in i for i in installs)
+    runs = [i for s in GPU.chain(GPU.stage("build-train")) for i in s.all("RUN")]
+    assert any('".[service,train]"' in i for i in runs)
     train = GPU.stage("train")
     assert train.last("USER").split()[1] != "root"
-    assert image_argv(train)[:2] == ["labelclean", "train"]
+    assert image_argv(GPU, train)[:2] == ["labelclean", "train"]
 
 
 def test_cuda_base_matches_the_onnxruntime_gpu_that_pip_resolves() -> None:
