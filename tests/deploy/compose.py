@@ -15,24 +15,32 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "docker-compose.yml"
+REDIS_PUBLISHED = DOCKER / "redis-published.yml"  # an override: -f docker-compose.yml -f this
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile", "gpu": DOCKER / "Dockerfile.gpu"}
 
 
-def load_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+class MissingVariable(ValueError):
+    """``${VAR:?message}`` with VAR unset or empty (``${VAR?message}``: unset): compose refuses
+    to run and prints the message."""
 
 
 # Compose's interpolation: $$ is a dollar; ${VAR}, ${VAR:-default} (unset or empty -> default),
-# ${VAR-default} (unset -> default); $VAR.
+# ${VAR-default} (unset -> default), ${VAR:?message} (unset or empty -> an error),
+# ${VAR?message} (unset -> an error); $VAR.
 VARIABLE = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}"
     r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
 )
 
 
 def interpolate(value: Any, variables: dict[str, str]) -> Any:
-    """``value`` (a string, or lists and mappings of them) with the variables substituted."""
+    """``value`` (a string, or lists and mappings of them) with the variables substituted;
+    MissingVariable where a required one is missing."""
     if isinstance(value, dict):
         return {k: interpolate(v, variables) for k, v in value.items()}
     if isinstance(value, list):
@@ -49,13 +57,15 @@ def interpolate(value: Any, variables: dict[str, str]) -> Any:
             return given or match["default"]
         if match["op"] == "-":
             return match["default"] if given is None else given
+        if match["op"] == ":?" and not given or match["op"] == "?" and given is None:
+            raise MissingVariable(f"{name}: {match['default']}")
         return given or ""
 
     return VARIABLE.sub(sub, value)
 
 
 def references(value: Any) -> Iterator[tuple[str, str | None]]:
-    """Every (variable, default or None) that ``value`` refers to."""
+    """Every (variable, default or None) that ``value`` refers to (a required one: None)."""
     if isinstance(value, dict):
         for k, v in value.items():
             yield from references(k)
@@ -66,7 +76,8 @@ def references(value: Any) -> Iterator[tuple[str, str | None]]:
     elif isinstance(value, str):
         for match in VARIABLE.finditer(value):
             if match.group(0) != "$$":
-                yield match["braced"] or match["bare"], match["default"]
+                required = (match["op"] or "").endswith("?")  # its "default" is the message
+                yield match["braced"] or match["bare"], None if required else match["default"]
 
 
 def read_env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:

@@ -83,8 +83,10 @@ class Local:
         or URLs naming a service."""
         value = ",".join(self.uri(v) if v.startswith("file://") else self.path(v)
                          for v in value.split(","))  # fmt: skip
-        for inside, outside in self.hosts.items():
-            value = value.replace(f"//{inside}", f"//{outside}")
+        for inside, outside in self.hosts.items():  # scheme://host or scheme://user:pass@host
+            value = value.replace(f"//{inside}", f"//{outside}").replace(
+                f"@{inside}", f"@{outside}"
+            )
         return value
 
     def uri(self, uri: str) -> str:
@@ -386,3 +388,48 @@ def test_both_workers_beat_and_stop_cleanly(stack: Stack) -> None:
 def test_redis_keeps_an_append_only_file_in_its_volume(stack: Stack) -> None:
     volume = stack.local.paths["/data"]  # redis-data, as the compose file mounts it
     assert any(p.name.startswith("appendonly") for p in volume.iterdir())
+
+
+def test_published_redis_asks_every_client_for_the_password(tmp_path: Path) -> None:
+    """Redis as docker/redis-published.yml runs it (its command, the volume a folder here, a free
+    loopback port): the services' URL with the password is served, one without it or with
+    another is refused, and the health check's redis-cli authenticates from its environment."""
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    from .test_docker_static import PASSWORD, published
+
+    services = published({"REDIS_PASSWORD": PASSWORD})
+    port = free_port()
+    local = Local(paths={"/data": tmp_path}, hosts={"redis:6379": f"127.0.0.1:{port}"})
+    argv = [local.path(a) for a in services["redis"]["command"]]
+    log = (tmp_path / "redis.log").open("wb")
+    server = subprocess.Popen([*argv, "--port", str(port), "--bind", "127.0.0.1"],
+                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        url = local.value(services["worker"]["environment"]["LABELCLEAN_REDIS_URL"])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert redis.Redis.from_url(url).ping() is True  # the workers' URL
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()
+                time.sleep(0.1)
+        for refused in (
+            f"redis://127.0.0.1:{port}/0",
+            f"redis://:wrong-{PASSWORD}@127.0.0.1:{port}/0",
+        ):
+            with pytest.raises((AuthenticationError, ResponseError), match="(?i)auth|password"):
+                redis.Redis.from_url(refused).set("labelclean:probe", "1")
+        program, *args = services["redis"]["healthcheck"]["test"][1:]  # after "CMD"
+        check = [program, "-p", str(port), *args]
+        env = {k: v for k, v in base_env().items() if k != "REDISCLI_AUTH"}
+        with_auth = {**env, **services["redis"]["environment"]}
+        out = subprocess.run(check, env=with_auth, capture_output=True, text=True, timeout=10)
+        assert out.stdout.strip() == "PONG", out
+        out = subprocess.run(check, env=env, capture_output=True, text=True, timeout=10)
+        assert "NOAUTH" in out.stdout + out.stderr  # without it: refused
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -1,6 +1,7 @@
 """The deployment files checked statically (no docker engine runs here): docker/docker-compose.yml
 (services, profiles, dependencies, health checks, ports, volumes, every environment variable
-against the settings classes both ways), docker/.env.example, both Dockerfiles (non-root with a
+against the settings classes both ways), its override docker/redis-published.yml (Redis published
+only with it, and only with a password), docker/.env.example, both Dockerfiles (non-root with a
 writable HOME, the serving extra and no torch, plain onnxruntime in the CPU image, no port in the
 worker targets, the CUDA base matching the onnxruntime-gpu that pip resolves), and hadolint on
 each Dockerfile. tests/deploy/test_compose_e2e.py runs what the compose file starts.
@@ -23,8 +24,10 @@ from labelclean.settings_doc import INTERNAL, compose_defaults, settings_docs
 
 from .compose import (
     DOCKERFILES,
+    REDIS_PUBLISHED,
     ROOT,
     Dockerfile,
+    MissingVariable,
     Stage,
     environment,
     interpolate,
@@ -37,6 +40,7 @@ from .compose import (
 
 COMPOSE = load_compose()
 SERVICES = COMPOSE["services"]
+REDIS_OVERRIDE = load_compose(REDIS_PUBLISHED)
 LABELCLEAN = ("api", "worker", "api-gpu", "worker-gpu")  # the services running labelclean
 SETTING_VARIABLES = {d.variable for d in settings_docs() if d.name not in INTERNAL}
 # Variables a labelclean container may get that are not labelclean settings: botocore's (s3fs).
@@ -79,6 +83,49 @@ def test_redis_appends_to_a_volume_and_is_health_checked() -> None:
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "ports" not in redis  # only on the compose network
     assert re.fullmatch(r"redis:\d+\.\d+[-\w.]*", redis["image"])  # a pinned release
+
+
+PASSWORD = "0123456789abcdef0123456789abcdef"
+
+
+def published(variables: dict[str, str]) -> dict[str, dict]:
+    """The services as ``-f docker-compose.yml -f redis-published.yml`` gives them: for the keys
+    the override sets, its lists (ports, command) replace the base's, mappings merge."""
+    merged = {name: dict(service) for name, service in SERVICES.items()}
+    for name, override in interpolate(REDIS_OVERRIDE["services"], variables).items():
+        for key, value in override.items():
+            base = merged[name].get(key)
+            merged[name][key] = {**base, **value} if isinstance(base, dict) else value
+    return {name: interpolate(service, variables) for name, service in merged.items()}
+
+
+def test_redis_is_published_only_with_the_override_and_a_password() -> None:
+    # Not by default: nothing but the API (and the s3 profile's MinIO) has ports.
+    assert {n for n, s in SERVICES.items() if "ports" in s} == {"api", "api-gpu", "minio"}
+    # The override: compose refuses it without a password, empty included.
+    for variables in ({}, {"REDIS_PASSWORD": ""}):
+        with pytest.raises(MissingVariable, match="REDIS_PASSWORD"):
+            published(variables)
+    services = published({"REDIS_PASSWORD": PASSWORD})
+    redis = services["redis"]
+    assert redis["ports"] == ["127.0.0.1:6379:6379"]  # REDIS_BIND: this host unless set
+    base = interpolate(SERVICES["redis"]["command"], {})
+    assert redis["command"] == [*base, "--requirepass", PASSWORD]  # the same server, a password
+    assert redis["environment"] == {"REDISCLI_AUTH": PASSWORD}  # for `redis-cli ping`
+    assert redis["healthcheck"] == SERVICES["redis"]["healthcheck"]
+    bound = published({"REDIS_PASSWORD": PASSWORD, "REDIS_BIND": "10.0.0.5", "REDIS_PORT": "6380"})
+    assert bound["redis"]["ports"] == ["10.0.0.5:6380:6379"]
+    # Every service that uses Redis is given the password, in a URL its settings read.
+    assert set(REDIS_OVERRIDE["services"]) == {"redis", *LABELCLEAN}
+    assert REDIS_OVERRIDE.get("name", COMPOSE["name"]) == COMPOSE["name"]  # the same project
+    for name in LABELCLEAN:
+        env = services[name]["environment"]
+        assert set(env) == set(environment(SERVICES[name]))  # merged, nothing dropped
+        url = env["LABELCLEAN_REDIS_URL"]
+        assert url == f"redis://:{PASSWORD}@redis:6379/0"
+        given = {k.removeprefix("LABELCLEAN_").lower(): v for k, v in env.items()
+                 if k.startswith("LABELCLEAN_") and v != ""}  # fmt: skip
+        assert Settings(**given).redis_url == url
 
 
 @pytest.mark.parametrize("name", LABELCLEAN)
@@ -189,10 +236,10 @@ def test_settings_classes_have_no_variable_left_out() -> None:
 def test_env_example_lists_every_variable_with_the_compose_default() -> None:
     example = read_env_file()
     used: dict[str, set[str | None]] = {}
-    for variable, default in references(COMPOSE):
+    for variable, default in [*references(COMPOSE), *references(REDIS_OVERRIDE)]:
         used.setdefault(variable, set()).add(default)
-    assert set(example) - set(used) == set(), "in .env.example, not used by the compose file"
-    assert set(used) - set(example) == set(), "used by the compose file, not in .env.example"
+    assert set(example) - set(used) == set(), "in .env.example, not used by the compose files"
+    assert set(used) - set(example) == set(), "used by the compose files, not in .env.example"
     for variable, defaults in used.items():
         assert len(defaults) == 1, f"{variable} has several defaults: {defaults}"
         [default] = defaults
