@@ -339,7 +339,9 @@ CLEAN_PARSER = dict(
     "(ImageID,Reason: images that could not be cleaned, CSV rows without an image file) and "
     "summary.json (per class labels kept, removed, added, share removed). Resumable: work is "
     "stored chunk by chunk under --out/_work, and rerunning the same command after an "
-    "interruption skips the stored chunks.",
+    "interruption skips the stored chunks; after success _work is removed (--keep-work keeps "
+    "it, and a rerun is then a no-op). Memory stays flat however many images: the plan sorts "
+    "the listing and the CSV in bounded runs under the temporary folder (TMPDIR).",
     epilog="S3: credentials and endpoint from the usual AWS settings (AWS_ENDPOINT_URL for "
     "MinIO/Ceph, or LABELCLEAN_S3_ENDPOINT_URL). Exit status 2 with one line naming the "
     "option for bad inputs.",
@@ -356,6 +358,8 @@ def _clean_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int,
                    help="images per stored chunk, the unit of resuming (default 1000)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep --out/_work (plan, chunk results) after success")  # fmt: skip
     p.add_argument(
         "--threshold",
         help="the decision's threshold: one number in [0, 1] for every class, or a JSON object "

@@ -293,8 +293,9 @@ def clean(args: argparse.Namespace) -> int:
             raise ValueError(f"--threshold: not a number or JSON object: {threshold!r}") from None
     try:
         options = JobOptions(
-            thresholds=threshold, min_precision=args.min_precision, chunk_size=args.chunk_size
-        )
+            thresholds=threshold, min_precision=args.min_precision, chunk_size=args.chunk_size,
+            keep_work=args.keep_work,
+        )  # fmt: skip
         spec = JobSpec(images=args.images, labels=args.labels, output=args.out, options=options)
     except ValidationError as exc:
         error = exc.errors()[0]

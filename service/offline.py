@@ -3,14 +3,16 @@
     summary = run_offline(JobSpec(images=..., labels=..., output=...), "run/bundle")
 
 The same job code as the workers (service/bulk.py): plan (or reuse the stored plan), clean every
-chunk not yet stored, finalize. Interrupted, it resumes: a rerun skips the stored chunks. Chunk
-``n+1`` is cleaned while chunk ``n`` is being stored. Torch-free.
+chunk not yet stored, finalize, then remove ``_work/`` unless ``options.keep_work``. Interrupted,
+it resumes: a rerun skips the stored chunks. Chunk ``n+1`` is cleaned while chunk ``n`` is being
+stored. Torch-free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..model.cleaning import DEFAULT_LIMITS, ImageLimits
 from ..model.runtime import Device, OnnxModel
 from ..settings import MAX_IMAGE_BYTES
 from ..storage import Storage
+from . import leftovers
 from .bulk import (
     JobSpec,
     Plan,
@@ -71,6 +74,7 @@ def run_offline(
     Bad inputs raise InputError naming the field (images, labels, output, options.thresholds)
     before any work; a chunk that fails stops the run (RuntimeError naming it) with the chunks
     before it stored."""
+    started = time.time()
     storage = storage or Storage.local()
     bundle = load_bundle(bundle_path)
     validate_spec(spec, storage, bundle.index, bundle.decision)
@@ -115,4 +119,10 @@ def run_offline(
                         await storing[1]
 
         asyncio.run(run())
-    return finalize(spec, storage, job.chunks, dead={})
+    summary = finalize(spec, storage, job.chunks, dead={})
+    # As a worker does after a job: the temporary files of writers stopped before this run, and
+    # _work/ (a copy of the results and the manifests) unless options.keep_work.
+    leftovers.clean(storage, spec.output, before=started)
+    if not spec.options.keep_work:
+        leftovers.remove_work(storage, spec.output)
+    return summary

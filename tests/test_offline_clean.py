@@ -74,7 +74,7 @@ def test_resumes_after_a_failed_chunk(job_files, bundle_dir, bundle, onnx, monke
         return await process_chunk(chunk, **kwargs)
 
     monkeypatch.setattr(offline, "process_chunk", spy)
-    assert main([*clean_args(job_files, bundle_dir, out), *FAST]) == 0
+    assert main([*clean_args(job_files, bundle_dir, out), *FAST, "--keep-work"]) == 0
     assert processed == [2, 3]  # the stored chunks are not cleaned again
     assert all((p.read_bytes(), p.stat().st_mtime_ns) == v for p, v in stored.items())
     summary = json.loads((out / "summary.json").read_text())
@@ -85,9 +85,14 @@ def test_resumes_after_a_failed_chunk(job_files, bundle_dir, bundle, onnx, monke
     assert main([*clean_args(job_files, bundle_dir, whole), *FAST]) == 0
     for name in ("cleaned.csv", "errors.csv"):
         assert (out / name).read_bytes() == (whole / name).read_bytes()
+    assert not (whole / "_work").exists()  # removed after success
+    kept = job_files.root / "kept"
+    assert main([*clean_args(job_files, bundle_dir, kept), *FAST, "--keep-work"]) == 0
+    assert (kept / "_work" / "plan.json").exists()
     processed.clear()
-    assert main([*clean_args(job_files, bundle_dir, out), *FAST]) == 0
-    assert processed == []
+    assert main([*clean_args(job_files, bundle_dir, kept), *FAST, "--keep-work"]) == 0
+    assert processed == []  # a finished job whose work was kept reruns as a no-op
+    assert (kept / "cleaned.csv").read_bytes() == (whole / "cleaned.csv").read_bytes()
 
 
 def test_bad_inputs_exit_2_naming_the_option(job_files, bundle_dir, tmp_path, capsys):  # noqa: F811
