@@ -102,7 +102,8 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
         "additionalProperties": False,
     }
     # Every part but the images is a JSON value (top_k's 5 reads the same as text): each labels
-    # item, the threshold number or object, the top_k integer.
+    # part (a string holding JSON text, its contentMediaType), the threshold number or object,
+    # the top_k integer.
     encoding = {name: {"contentType": "application/json"} for name in properties}
     encoding["image"] = {"contentType": ", ".join(IMAGE_FORMATS[f] for f in DEFAULT_FORMATS)}
     return {
@@ -130,9 +131,14 @@ CLEAN_BODY = _body(
         "image": IMAGE_PARTS,
         "labels": {
             "type": "array",
-            "items": _ref("NoisyLabels"),
+            "items": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref("NoisyLabels"),
+            },
             "minItems": 1,
-            "description": "one part per image, in the same order",
+            "description": "one part per image, in the same order: that image's labels as "
+            "JSON text (NoisyLabels), e.g. '[\"/m/01g317\"]', or '[]' for none",
         },
         "threshold": _ref("Threshold"),
         "min_precision": {

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .bulk import JobOptions
 from .job_redis import ERROR_SAMPLE
 
 
@@ -38,7 +39,7 @@ class Job(BaseModel):
     images: str = Field(description="the URI prefix of the images")
     labels: str = Field(description="the URI of the noisy labels CSV")
     output: str = Field(description="the URI prefix written: cleaned.csv, errors.csv, summary.json")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: JobOptions = Field(default_factory=JobOptions)
     created_at: datetime
     started_at: datetime | None = Field(None, description="when a worker began planning it")
     finished_at: datetime | None = None

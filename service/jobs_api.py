@@ -122,7 +122,7 @@ JobsDep = Annotated[Jobs, Depends(get_jobs)]
 
 def _same_request(job: Job, spec: dict[str, Any]) -> bool:
     given = {"images": job.images, "labels": job.labels, "output": job.output,
-             "options": job.options}  # fmt: skip
+             "options": job.options.model_dump(mode="json")}  # fmt: skip
     return json.dumps(given, sort_keys=True) == json.dumps(spec, sort_keys=True)
 
 
@@ -266,7 +266,7 @@ async def job_results(job_id: str, jobs: JobsDep, caller: CallerDep) -> Streamin
             code="job_not_completed",
         )  # fmt: skip
     spec = bulk.JobSpec(images=job.images, labels=job.labels, output=job.output,
-                        options=bulk.JobOptions(**job.options))  # fmt: skip
+                        options=job.options)  # fmt: skip
     try:
         blocks: Iterator[bytes] = await asyncio.to_thread(bulk.open_results, spec, jobs.storage)
     except StorageError as exc:
