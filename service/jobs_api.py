@@ -5,7 +5,8 @@ DELETE /jobs/{id}. Jobs live in Redis (service.job_store); workers do them (serv
     -> 202 {"id": "...", "state": "queued", ...}     Location: /jobs/{id}
 
 The inputs are checked before a job is accepted (service.bulk.validate_spec: they exist, the
-first rows of the labels CSV parse, the output is writable; 422 naming the field). An
+first rows of the labels CSV parse, the output is writable; 422 naming the field, with the code
+``uri_unusable`` when an allowed URI names something unusable, see ``_unusable``). An
 ``Idempotency-Key`` header makes a retried POST answer with the job the first one created (422
 when the key comes with another request). When Redis cannot be reached these routes answer 503
 (``jobs_unavailable``); /classify and /clean do not need it.
@@ -36,6 +37,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from ..model.labels import InputError
 from ..settings import Settings
 from ..storage import Storage, StorageError
 from . import bulk
@@ -138,6 +140,22 @@ def _replay(job: Job, spec: dict[str, Any], response: Response) -> Job:
     return job
 
 
+URI_FIELDS = ("images", "labels", "output")
+UNUSABLE = "uri_unusable"
+
+
+def _unusable(exc: InputError) -> InputError:
+    """A job URI that passed the confinement but names something unusable now (no such folder,
+    no images in it, a labels file that is missing or not a CSV, an output that cannot be
+    written) is a 422 with the code ``uri_unusable``: the request is well formed (the served
+    /openapi.json describes exactly the URIs the confinement lets through) but the storage is
+    not as it says. Refused URIs keep their codes (``uri_outside_roots``, ...), and so does
+    anything else."""
+    if exc.field in URI_FIELDS and exc.code == "invalid_input":
+        return InputError(str(exc), field=exc.field, code=UNUSABLE)
+    return exc
+
+
 def _output_in_use(output: str, holder: Job | None) -> JobConflict:
     """409 for an output another active job writes to; that job is named only to its owner."""
     if holder is None:  # another caller's: say that the output is busy, not whose job it is
@@ -183,14 +201,17 @@ async def create_job(
             if existing is not None:
                 return _replay(existing, wanted, response)
     bundle = request.app.state.service.bundle
-    await asyncio.to_thread(  # a refused URI: 422 naming the field and the kind
-        bulk.validate_spec,
-        spec,
-        jobs.storage,
-        bundle.index if bundle else None,
-        bundle.decision if bundle else None,
-        max_chunk_size=jobs.settings.job_max_chunk_size,
-    )
+    try:
+        await asyncio.to_thread(  # a refused URI: 422 naming the field and the kind
+            bulk.validate_spec,
+            spec,
+            jobs.storage,
+            bundle.index if bundle else None,
+            bundle.decision if bundle else None,
+            max_chunk_size=jobs.settings.job_max_chunk_size,
+        )
+    except InputError as exc:
+        raise _unusable(exc) from exc
     lock = jobs.storage.location(spec.output)  # one lock for every spelling of the output
     async with jobs.reachable() as store:
         job_id, outcome = await store.create(
