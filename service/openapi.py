@@ -4,23 +4,40 @@
     python -m labelclean.service.openapi --model BUNDLE     # the contract as one server keeps it
 
 tests/service/test_contract.py fails when the app and the file disagree, and drives a live
-server with schemathesis from the served document (every check, valid and invalid requests).
+server with schemathesis from the document it serves (every check, valid and invalid requests).
 
 openapi.yaml holds for every server. Some of what a server accepts depends on its model and
 settings, so the file cannot say it: the label ids (its classes), top_k (at most its class
 count), the image count (its max_images) and formats (its allowed_formats), the highest
-min_precision (its decision's levels). ``served_document``
-narrows the file to one server with these, and adds what JSON Schema can say only once the
-label ids are known: each label at most once per image. Two things the server checks stay out of
-both: that an image part decodes (in an allowed format, within max_pixels), and that /clean has
-as many labels parts as image parts (JSON Schema can only spell that as one alternative per
-count, which schemathesis 4 fails to generate invalid bodies from).
+min_precision (its decision's levels), and for jobs the URIs (under its storage roots), the
+thresholds (its label ids, in [0, 1]) and the chunk size (its job_max_chunk_size).
+``served_document`` narrows the file to one server with these (service.docs serves it at
+/openapi.json to a caller with a key), and adds what JSON Schema can say only once the label ids
+are known: each label at most once per image. Every request it describes passes the server's
+own checks of the request; what it cannot describe:
+
+- that an image part decodes (in an allowed format, within max_pixels), and that /clean has as
+  many labels parts as image parts (JSON Schema can only spell that as one alternative per
+  count, which schemathesis 4 fails to generate invalid bodies from);
+- the storage a job names. A URI under the roots, in its canonical spelling, is as far as a
+  document can go: whether the folder exists, holds images, whether the labels file is a CSV or
+  the output writable (or a local symlink leads out of the roots) is the state of the storage,
+  not the form of the request. Such a job is refused with a 422 whose code, ``uri_unusable``
+  (service.jobs_api), tells it from one the document forbids; the contract tests let a valid
+  job have that 422 and no other (tests/service/schemathesis_hooks.py).
+
+/clean's ``labels`` parts are strings holding JSON (``contentMediaType: application/json``,
+``contentSchema: NoisyLabels``), one per image, rather than arrays under a multipart
+``encoding``: generators such as openapi-python-client ignore ``encoding`` and send a nested
+array as one part per label id, which loses which image a label belongs to; a string is sent
+as one part by every client.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +45,7 @@ from typing import Any
 import yaml
 
 from ..settings import Settings
+from ..storage import Storage
 from .app import create_app
 from .inference import IMAGE_FORMATS, REQUEST_SCHEMAS
 
@@ -57,6 +75,7 @@ def served_document(
     labels = schemas["NoisyLabels"]
     labels["maxItems"] = len(ids)
     labels["allOf"] = [_at_most_once(i) for i in ids]  # an id, or an object naming it
+    _narrow_jobs(schemas, settings, ids, min_precision_levels)
     media_types = ", ".join(IMAGE_FORMATS[f] for f in settings.allowed_formats)
     for path in ("/classify", "/clean"):
         content = document["paths"][path]["post"]["requestBody"]["content"][MULTIPART]
@@ -72,21 +91,59 @@ def served_document(
     return document
 
 
+def job_uri_pattern(settings: Settings) -> str | None:
+    """The job URIs a server with ``settings`` lets through its confinement, as a JSON Schema
+    ``pattern``: a root of an allowed protocol (local roots as their real folders, the form
+    ``file:///real/folder``) followed by plain path segments (letters, digits, ``_ - .``, none
+    starting with a dot: no ``.`` or ``..``, no percent-encoding, so a URI matching it is its own
+    canonical form). None when no root is usable: every job URI is refused."""
+    confinement = Storage.from_settings(settings).confinement
+    protocols = confinement.protocols or frozenset()
+    roots = [f"file://{r}" for r in confinement.local_roots or () if "file" in protocols]
+    roots += [r.uri for r in confinement.remote_roots or () if r.protocol in protocols]
+    if not roots:
+        return None
+    prefixes = "|".join(_literal(r.rstrip("/")) for r in sorted(roots))
+    return f"^(?:{prefixes})(?:/{SEGMENT})*/?$"
+
+
+SEGMENT = "[A-Za-z0-9_-][A-Za-z0-9._-]*"
+
+
+def _literal(text: str) -> str:
+    """``text`` matched literally by an ECMA-262 regular expression (JSON Schema's dialect;
+    Python's re.escape also escapes ``-``, which a Unicode-mode ECMA pattern refuses)."""
+    return re.sub(r"([\\^$.*+?()\[\]{}|])", r"\\\1", text)
+
+
+def _narrow_jobs(
+    schemas: dict[str, Any], settings: Settings, ids: list[str], levels: Sequence[float]
+) -> None:
+    """POST /jobs narrowed to what this server's checks let through (service.bulk.validate_spec):
+    URIs under its roots (``job_uri_pattern``; none: no URI at all), options.thresholds in
+    [0, 1] and keyed by its label ids, options.chunk_size at most its job_max_chunk_size,
+    options.min_precision at most its highest level."""
+    pattern = job_uri_pattern(settings)
+    spec = schemas["JobSpec"]["properties"]
+    for name in ("images", "labels", "output"):
+        spec[name] = {**spec[name], "pattern": pattern} if pattern else {**spec[name], "not": {}}
+    options = schemas["JobOptions"]["properties"]
+    unit: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+    number, table, null = options["thresholds"]["anyOf"]
+    options["thresholds"]["anyOf"] = [
+        {**number, **unit},
+        {**table, "propertyNames": {"$ref": "#/components/schemas/LabelId"},
+         "additionalProperties": unit},
+        null,
+    ]  # fmt: skip
+    options["chunk_size"]["anyOf"][0]["maximum"] = settings.job_max_chunk_size
+    if levels:
+        options["min_precision"]["anyOf"][0]["maximum"] = max(levels)
+
+
 def _at_most_once(label: str) -> dict[str, Any]:
-    return {
-        "contains": {
-            "anyOf": [
-                {"const": label},
-                {
-                    "type": "object",
-                    "properties": {"label": {"const": label}},
-                    "required": ["label"],
-                },
-            ]
-        },
-        "minContains": 0,
-        "maxContains": 1,
-    }
+    named = {"type": "object", "properties": {"label": {"const": label}}, "required": ["label"]}
+    return {"contains": {"anyOf": [{"const": label}, named]}, "minContains": 0, "maxContains": 1}
 
 
 class _Dumper(yaml.SafeDumper):
