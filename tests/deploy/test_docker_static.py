@@ -437,6 +437,22 @@ def test_cuda_base_matches_the_onnxruntime_gpu_that_pip_resolves() -> None:
     assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU}"' in install
 
 
+def test_images_get_every_package_of_the_source_tree() -> None:
+    """The images install the project from its files, not in editable mode as `make install`
+    does: a package that pyproject.toml does not list is missing there only, and whatever
+    imports it fails in the containers (the API at its start)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for name, folder in config["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            found.add(".".join([name, *init.parent.relative_to(ROOT / folder).parts]))
+    assert found - set(config["packages"]) == set(), "add them to [tool.setuptools] packages"
+    copied = {i.split()[1] for s in CPU.stages + GPU.stages for i in s.all("COPY")}
+    assert set(config["package-dir"].values()) <= copied  # each package folder is copied
+
+
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_copies_only_what_exists(kind: str) -> None:
     dockerfile = CPU if kind == "cpu" else GPU
