@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..settings import Settings, get_settings
-from . import docs, health, inference, jobs_api, metrics_route, model_info
+from . import docs, health, inference, jobs_api, metrics_route, model_info, reload
 from .body_limit import BodySizeLimit
 from .errors import install_error_handlers
 from .label_studio import routes as label_studio_routes
@@ -90,9 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in modules:
         app.include_router(module.router)
     app.state.api_routes = [route for module in modules for route in module.router.routes]
-    # Label Studio's ML backend protocol (service.label_studio): not part of openapi.yaml.
-    app.include_router(label_studio_routes.router, include_in_schema=False)
-    app.state.api_routes += label_studio_routes.router.routes
+    # Label Studio's ML backend protocol (service.label_studio) and POST /model/reload: not
+    # part of openapi.yaml.
+    for extra in (label_studio_routes, reload):
+        app.include_router(extra.router, include_in_schema=False)
+        app.state.api_routes += extra.router.routes
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

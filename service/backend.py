@@ -16,8 +16,10 @@ other end ``serve`` holds) closes. Settings come from the LABELCLEAN_* environme
     in:  ("classify", id, images, filenames, {"threshold", "top_k"})
          ("clean", id, images, filenames, {"labels", "threshold", "min_precision"})
          ("review", id, images, filenames, {"labels"})     Label Studio's /predict
+         ("reload", id, [], [], {})                 POST /model/reload: LABELCLEAN_MODEL again
     out: ("reply", id, body)  ("error", id, exception)           per request, to its sender
          ("state", ready, reason, providers)                    after loading, and on connect
+         ("model", path, sha256)        the bundle that answers: after a load or reload, on connect
          ("batch", size, queue_waits, inference_s)              per model run, to one of them
 
 Errors the client caused (bad labels, a corrupt image, a full queue) travel back as the
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -70,13 +73,15 @@ class InferenceServer:
         self.channels: dict[FrameChannel, None] = {}
         self.engine = Engine(settings, _Reporter(self.channels))
         self.state: tuple[Any, ...] | None = None  # the "state" message, once loaded
+        self.model: tuple[Any, ...] | None = None  # the "model" message, once loaded
         self._tasks: set[asyncio.Task[None]] = set()
 
     def channel(self, on_closed: Any = None) -> FrameChannel:
         """A channel for one more HTTP process (a protocol factory for asyncio)."""
 
         def on_message(message: Any) -> None:
-            task = asyncio.get_running_loop().create_task(_answer(self.engine, channel, message))
+            answer = self._reload if message[0] == "reload" else _answer
+            task = asyncio.get_running_loop().create_task(answer(self.engine, channel, message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -84,6 +89,8 @@ class InferenceServer:
             self.channels[channel] = None
             if self.state is not None:
                 channel.send(self.state)
+            if self.model is not None:
+                channel.send(self.model)
 
         def closed(exc: Exception | None) -> None:
             self.channels.pop(channel, None)
@@ -96,8 +103,37 @@ class InferenceServer:
     async def load(self) -> None:
         await self.engine.load()
         self.state = ("state", self.engine.ready, self.engine.reason, self.engine.providers)
+        if self.engine.ready and self.engine.bundle is not None:
+            self.model = ("model", str(self.engine.bundle.path), self.engine.bundle.sha256)
         for channel in self.channels:
             channel.send(self.state)
+            if self.model is not None:
+                channel.send(self.model)
+
+    async def _reload(
+        self, engine: Engine, channel: FrameChannel, message: tuple[Any, ...]
+    ) -> None:
+        """A reload asked by one HTTP process: every one of them hears of the new bundle (and of
+        the state, which a failed first load may have left not ready) before the asker's reply."""
+        request_id = message[1]
+        try:
+            done = await engine.reload()
+        except EXPECTED as exc:
+            channel.send(("error", request_id, exc))
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("reload failed")
+            channel.send(
+                ("error", request_id, RuntimeError("internal error in the inference process"))
+            )
+            return
+        if done["changed"]:
+            self.state = ("state", engine.ready, engine.reason, engine.providers)
+            self.model = ("model", done["path"], done["sha256"])
+            for each in self.channels:
+                each.send(self.state)
+                each.send(self.model)
+        channel.send(("reply", request_id, json.dumps(done).encode()))
 
     async def stop(self) -> None:
         for channel in list(self.channels):

@@ -9,6 +9,8 @@ sends it requests, keeps it running.
 ``on_state(ready, reason, providers)`` is called when the inference process reports its model
 loaded (or not), and with ready=False when it dies; it is then restarted (after 1 s, doubling
 up to 30 s while it keeps dying), and requests in flight fail with 503 model_not_ready.
+``on_model(path, sha256)`` is called when it says which bundle answers (once loaded, and after
+POST /model/reload loaded another).
 
 With ``settings.inference_socket`` (the workers of ``serve --workers N``) it starts nothing: it
 connects to the shared inference process that ``serve`` runs (service.shared_inference), and
@@ -35,6 +37,7 @@ from .errors import ModelNotReady
 log = logging.getLogger("labelclean.service")
 StateFn = Callable[[bool, str, list[str]], None]
 BatchFn = Callable[[int, list[float], float], None]
+ModelFn = Callable[[str, str], None]
 RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -54,9 +57,13 @@ def inference_process(settings: Settings, *args: str) -> tuple[list[str], dict[s
 
 
 class BackendClient:
-    def __init__(self, settings: Settings, *, on_state: StateFn, on_batch: BatchFn) -> None:
+    def __init__(
+        self, settings: Settings, *, on_state: StateFn, on_batch: BatchFn,
+        on_model: ModelFn | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self._on_state = on_state
+        self._on_model = on_model
         self._on_batch = on_batch
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._next_id = 0
@@ -163,6 +170,8 @@ class BackendClient:
             if message[1]:
                 self._failures = 0
             self._on_state(*message[1:])
+        elif kind == "model" and self._on_model is not None:
+            self._on_model(*message[1:])
 
     def _on_connected(self) -> None:
         """Connect mode: before anything it sends; its state comes once its model is loaded."""

@@ -115,6 +115,12 @@ class UnknownChoices(LabelConfigError):
         self.choices = choices
 
 
+class BundleRejected(ApiError):
+    """A reload whose bundle could not be loaded: the model in service goes on serving."""
+
+    status, code = 409, "bundle_rejected"
+
+
 class JobsUnavailable(ApiError):
     """Redis cannot be reached: bulk jobs answer 503, /classify and /clean carry on."""
 

@@ -5,11 +5,15 @@ The bundle is read and verified at start-up (a bad bundle stops the server); the
 loads in the inference process (service.backend), which reports when it is ready and on which
 provider. The server is live (``/healthz``) throughout; ``/readyz`` says why it is not ready yet,
 and stays not-ready when CUDA was demanded but onnxruntime fell back to CPU, or while a crashed
-inference process restarts.
+inference process restarts. The inference process says which bundle answers (``use_bundle``:
+after POST /model/reload, GET /model shows the new one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +24,8 @@ from .backend_client import BackendClient
 from .errors import ModelNotReady
 from .metrics import Metrics
 
+log = logging.getLogger("labelclean.service")
+
 
 class ServiceState:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -29,7 +35,10 @@ class ServiceState:
         self.ready = False
         self.reason = "the model is loading"
         self.providers: list[str] = []
-        self.backend = BackendClient(settings, on_state=self._on_state, on_batch=metrics.batch)
+        self.backend = BackendClient(
+            settings, on_state=self._on_state, on_batch=metrics.batch, on_model=self._on_model
+        )
+        self._bundle_task: asyncio.Task[None] | None = None
 
     @property
     def provider(self) -> str | None:
@@ -48,6 +57,24 @@ class ServiceState:
         if providers:  # a dead process reports none: /model keeps showing the last ones
             self.providers = providers
         self.metrics.ready.set(1 if ready else 0)
+
+    def _on_model(self, path: str, sha256: str) -> None:
+        """The inference process answers with this bundle: read its metadata here too (in a
+        thread: reading a bundle checks the model file's hash)."""
+        self._bundle_task = asyncio.get_running_loop().create_task(self.use_bundle(path, sha256))
+
+    async def use_bundle(self, path: str, sha256: str) -> None:
+        """``self.bundle`` becomes the bundle at ``path`` unless it is already the one with
+        ``sha256`` (GET /model, Label Studio's model_version)."""
+        if self.bundle is not None and self.bundle.sha256 == sha256:
+            return
+        try:
+            bundle = await asyncio.to_thread(load_bundle, Path(path))
+        except Exception as exc:  # noqa: BLE001 - the inference process loaded it; keep the last
+            log.error("cannot read the bundle the model now answers with (%s): %s", path, exc)
+            return
+        if bundle.sha256 == sha256:
+            self.bundle = bundle
 
     async def stop(self) -> None:
         self.ready = False

@@ -29,12 +29,13 @@ def model_version(sha256: str) -> str:
 
 
 def summary(result: CleanResult, index: dict[str, int]) -> dict[str, Any]:
-    """What a prediction needs of one cleaned image: the columns of its final label set (in
-    class order), its review score and its highest issue score (JSON-ready)."""
+    """What a prediction needs of one cleaned image: the label ids of its final label set (in
+    class order), its review score and its highest issue score (JSON-ready; ``index``: the
+    bundle's label id -> column)."""
     assert result.issue is not None
     changed = np.zeros(len(result.issue), bool)
     changed[[index[v.id] for v in result.labels if v.verdict in CHANGED]] = True
-    final = sorted(index[v.id] for v in result.labels if v.verdict not in ("removed",))
+    final = sorted((v.id for v in result.labels if v.verdict != "removed"), key=index.__getitem__)
     return {
         "final": final,
         "score": round(float(p_right(result.issue, changed).min()), 6),
@@ -43,10 +44,10 @@ def summary(result: CleanResult, index: dict[str, int]) -> dict[str, Any]:
 
 
 def prediction(
-    found: dict[str, Any], *, choices: dict[int, str], from_name: str, to_name: str,
+    found: dict[str, Any], *, choices: dict[str, str], from_name: str, to_name: str,
     version: str, key: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """One task's prediction from its ``summary`` (``choices``: class column -> the project's
+    """One task's prediction from its ``summary`` (``choices``: label id -> the project's
     choice value; classes the project has no choice for are left out; ``key``: the result id)."""
     picked = [choices[k] for k in found["final"] if k in choices]
     result = {

@@ -169,7 +169,8 @@ async def predict(request: Request) -> dict[str, Any]:
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise InvalidInput("tasks must be a list of Label Studio tasks", field="tasks")
     config = ProjectConfig.parse(str(body.get("label_config") or ""), bundle.classes)
-    choices = dict(zip(config.classes, config.choices, strict=True))
+    choices = {bundle.classes[k].id: v for k, v in zip(config.classes, config.choices,
+                                                        strict=True)}  # fmt: skip
     version = model_version(bundle.sha256)
     results: list[dict[str, Any]] = []
     step = state.settings.max_images
@@ -183,7 +184,9 @@ async def predict(request: Request) -> dict[str, Any]:
             answer = await state.require_ready().request(
                 "review", [read[i] for i in good], [None] * len(good), {"labels": labels}
             )
-            found = {good[r["index"]]: r for r in json.loads(answer)["results"]}
+            answered = json.loads(answer)
+            version = model_version(answered["sha256"])  # the bundle that answered
+            found = {good[r["index"]]: r for r in answered["results"]}
         for i, task in enumerate(chunk):
             one = found.get(i)
             if one is None or "error" in one:
@@ -218,6 +221,7 @@ def _apply(store: ReviewStore, action: str, body: dict[str, Any], project: dict[
            bundle: Bundle) -> dict[str, int]:  # fmt: skip
     """The event's effect on the store (in a thread: storage calls block)."""
     pid = int(project.get("id") or 0)
+    store.classes = bundle.classes  # the bundle in service (it may have been reloaded)
     if action in DELETE_EVENTS:
         gone = body.get("annotations") or [body.get("annotation") or {}]
         withdrawn = sum(store.withdraw(pid, int(a["id"])) for a in gone if a.get("id"))

@@ -7,7 +7,9 @@ basic auth (a key as the password), Label Studio asks it for every task's predic
 what the review export predicted; reviews posted, edited, skipped and deleted through Label
 Studio's API reach the service by the backend's webhook (given the key as a header) and become
 verified labels, the same ones `labelclean import-reviews` reads from Label Studio's own
-export. With the webhook switched off, no review comes back and this test fails."""
+export. A new bundle reloaded in the service (POST /model/reload) gives Label Studio a new model
+version, and it predicts every task again. With the webhook switched off, no review comes back
+and this test fails."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 from labelclean.cli import main
 
 from ..service.conftest import API_KEY, CLASSES, Server, bundle_dir  # noqa: F401 - a fixture
+from ..service.test_reload import other_bundle_dir, point  # noqa: F401 - a fixture
 from .conftest import Export, service_env
 from .studio import label_studio
 
@@ -53,7 +56,7 @@ def wait_for(check: Callable[[], bool], what: str) -> None:
 
 def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
     export: Export, server_factory: Callable[..., Server], bundle_dir: Path,  # noqa: F811
-    tmp_path: Path,
+    other_bundle_dir: Path, tmp_path: Path,  # noqa: F811
 ) -> None:  # fmt: skip
     # The export with Label Studio's own image URLs (local files), as a user makes it.
     out = tmp_path / "review"
@@ -66,7 +69,9 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
 
     with label_studio(tmp_path / "ls", images=export.images) as ls, ls.api as api:
         print(f"Label Studio up in {ls.started_s:.1f} s")
-        service = server_factory(bundle_dir, service_env(
+        current = tmp_path / "current"  # the deployed bundle, switched later
+        current.symlink_to(bundle_dir)
+        service = server_factory(current, service_env(
             export.images, reviews, LABELCLEAN_LABEL_STUDIO_URL=ls.url,
             LABELCLEAN_LABEL_STUDIO_TOKEN=ls.token,
         ))  # fmt: skip
@@ -153,6 +158,21 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
         wait_for(expect(edited, images[0], ["Shirt"]), "the edit to replace the review")
         assert api.delete(f"/api/annotations/{gone}").status_code == 204
         wait_for(lambda: store_rows(reviews, project, deleted) is None, "the deletion")
+
+        # A new bundle in service: Label Studio takes its model version and predicts anew.
+        point(current, other_bundle_dir)
+        with service.client() as c:
+            reloaded = c.post("/model/reload").json()
+        assert reloaded["changed"] and reloaded["model_version"] != version
+        asked = api.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions",
+                                                    "project": project},
+                         json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
+        assert asked.status_code == 200, asked.text
+        state = api.get(f"/api/ml/{backend.json()['id']}").json()
+        assert state["model_version"] == reloaded["model_version"]
+        predictions = api.get("/api/predictions", params={"project": project}).json()
+        newer = {p["task"] for p in predictions if p["model_version"] == state["model_version"]}
+        assert newer == {t["id"] for t in by_image.values()}
 
         # Label Studio's own export reads the same: import-reviews from either agrees.
         dump = api.get(f"/api/projects/{project}/export", params={"exportType": "JSON"})

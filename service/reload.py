@@ -1,0 +1,35 @@
+"""POST /model/reload: serve the bundle now at LABELCLEAN_MODEL (a new one put there, e.g. a
+symlink switched to a retrained bundle) without a restart and without dropping requests.
+
+    curl -X POST -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/model/reload
+    {"path": "...", "sha256": "...", "previous_sha256": "...", "changed": true,
+     "model_version": "labelclean-<sha256[:12]>"}
+
+The inference process loads and warms up the new bundle beside the one in service, then sends
+new requests to it; requests under way finish on the old one (service.engine). Every HTTP
+process (all workers of `serve --workers N`) then shows the new bundle in GET /model, and Label
+Studio gets a new model_version at its next /label-studio/setup, so it predicts again. A bundle
+that does not load is a 409 ``bundle_rejected`` and the old one goes on serving; the same
+bundle again changes nothing. Needs an API key when the server has keys. Not in openapi.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from .auth import require_api_key
+from .label_studio.predictions import model_version
+from .state import State
+
+router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/model/reload")
+async def reload_model(state: State) -> dict[str, Any]:
+    """Load the bundle at LABELCLEAN_MODEL again and serve it (see the module doc)."""
+    answer = json.loads(await state.backend.request("reload", [], [], {}))
+    await state.use_bundle(answer["path"], answer["sha256"])
+    return {**answer, "model_version": model_version(answer["sha256"])}
