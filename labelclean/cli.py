@@ -49,6 +49,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         "labels (default: hierarchy.json or hierarchy.csv under --data when present)",
     )
     p.add_argument(
+        "--human-extra", action="append", default=[], metavar="CSV",
+        help="more human labels of training images, e.g. reviews from `labelclean "
+        "import-reviews` (under --data, or a path; repeatable): read after --train-human, a "
+        "later file's (ImageID, LabelName) wins; their images join V",
+    )  # fmt: skip
+    p.add_argument(
         "--ignore-unknown-labels",
         action="store_true",
         help="skip annotation rows whose label is not in the class file "

@@ -27,6 +27,7 @@ def _files(args: argparse.Namespace):
         args.test_human,
         args.images,
         args.hierarchy,
+        tuple(str(Path(x).resolve()) if Path(x).exists() else x for x in args.human_extra),
     )
 
 

@@ -99,3 +99,18 @@ def test_duplicate_class_is_an_error(tmp_path):
     write(tmp_path, "c.csv", "/m/a,Apple\n/m/a,Again\n")
     with pytest.raises(DataError, match=r"c.csv:2: label '/m/a' is listed twice"):
         read_classes(tmp_path / "c.csv")
+
+
+def test_extra_human_labels_move_images_to_v_and_win(files, tmp_path):
+    """Reviews (`labelclean import-reviews`) as --human-extra: a reviewed T image joins V, and
+    where a review and the human labels file disagree on an (image, label), the review wins."""
+    write(tmp_path, "reviews.csv", HEADER + "t1,labelstudio,/m/a,0\nt1,labelstudio,/m/c,1\n"
+          "v1,labelstudio,/m/a,1\n")  # fmt: skip
+    files.train_human_extra = ("reviews.csv",)
+    data = load_dataset(files)
+    assert data.train_noisy.image_ids == ["t2"]
+    v = data.verified
+    assert v.image_ids == ["v1", "t1"]
+    np.testing.assert_allclose(v.noisy, [[0.8, 0, 0], [0.9, 0.4, 0]])
+    np.testing.assert_array_equal(v.human, [[1, 1, 0], [0, 0, 1]])  # v1's Apple: the review's
+    np.testing.assert_array_equal(v.known, [[True, True, False], [True, False, True]])

@@ -44,6 +44,9 @@ class DataFiles:
     test_human: str = "test-annotations-human-imagelabels.csv"
     images: str = "images"  # a folder under root, or a URI such as s3://bucket/prefix
     hierarchy: str | None = None  # None: hierarchy.json or .csv under root when present
+    # More human labels of training images (reviews: `labelclean import-reviews`), read after
+    # train_human: a later file's (image, label) wins; under root, or absolute paths.
+    train_human_extra: tuple[str, ...] = ()
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -192,6 +195,21 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise DataError(f"{path}: malformed CSV ({exc})") from exc
 
 
+def overlay(base: Annotations, extra: Annotations) -> Annotations:
+    """``base`` with ``extra``'s known labels written over it: the images of both (base's
+    first), each (image, label) that ``extra`` knows taking its value."""
+    ids = list(dict.fromkeys([*base.image_ids, *extra.image_ids]))
+    row = {k: i for i, k in enumerate(ids)}
+    values = np.zeros((len(ids), base.values.shape[1]), np.float32)
+    known = np.zeros(values.shape, bool)
+    values[: len(base)], known[: len(base)] = base.values, base.known
+    rows = np.asarray([row[k] for k in extra.image_ids], dtype=np.int64)
+    if len(rows):
+        values[rows] = np.where(extra.known, extra.values, values[rows])
+        known[rows] |= extra.known
+    return Annotations(ids, values, known)
+
+
 def _join(machine: Annotations, human: Annotations, ids: list[str]) -> Split:
     d = machine.values.shape[1]
     m_row = {k: i for i, k in enumerate(machine.image_ids)}
@@ -222,6 +240,8 @@ def load_dataset(files: DataFiles, *, ignore_unknown: bool = False) -> Dataset:
         )
 
     train_m, train_h = read(files.train_machine), read(files.train_human)
+    for extra in files.train_human_extra:
+        train_h = overlay(train_h, read(extra))
     test_m, test_h = read(files.test_machine), read(files.test_human)
     verified_ids = set(train_h.image_ids)
     t_ids = [i for i in train_m.image_ids if i not in verified_ids]
