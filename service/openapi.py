@@ -104,7 +104,7 @@ def job_uri_pattern(settings: Settings) -> str | None:
     if not roots:
         return None
     prefixes = "|".join(_literal(r.rstrip("/")) for r in sorted(roots))
-    return f"^(?:{prefixes})(?:/{SEGMENT})*/?$"
+    return f"^(?:{prefixes})(?:/{SEGMENT})*/?$(?!\\n)"  # (?!\n): Python's $ passes a last \n
 
 
 SEGMENT = "[A-Za-z0-9_-][A-Za-z0-9._-]*"

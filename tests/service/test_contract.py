@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from labelclean.service.openapi import openapi_document, served_document
 
 from labelclean.settings import Settings
@@ -97,10 +99,10 @@ def test_job_uris_are_narrowed_to_the_storage_roots() -> None:
     """A job URI the served document allows passes the server's confinement; the spellings the
     confinement refuses or reads as another place do not match it."""
     roots = {"storage_roots": ("s3://jobs/", "s3://confined/in/"), "file_roots": (Path("/srv/in"),)}
-    settings = MAIN.model_copy(update=roots)
-    spec = served_document(settings, IDS, LEVELS)["components"]["schemas"]["JobSpec"]
+    confined = MAIN.model_copy(update=roots)
+    spec = served_document(confined, IDS, LEVELS)["components"]["schemas"]["JobSpec"]
     pattern = re.compile(spec["properties"]["images"]["pattern"])
-    storage = Storage.from_settings(settings)
+    storage = Storage.from_settings(confined)
     allowed = ["s3://jobs", "s3://jobs/", "s3://jobs/a/b.csv", "s3://confined/in/x_y-1.2/",
                "file:///srv/in", "file:///srv/in/images/"]  # fmt: skip
     for uri in allowed:
@@ -112,13 +114,20 @@ def test_job_uris_are_narrowed_to_the_storage_roots() -> None:
                "simplecache::s3://jobs/a", "s3://jobs/a b"]  # fmt: skip
     for uri in refused:
         assert not pattern.search(uri), uri
-    options = served_document(settings, IDS, LEVELS)["components"]["schemas"]["JobOptions"]
+    options = served_document(confined, IDS, LEVELS)["components"]["schemas"]["JobOptions"]
     number, table, _ = options["properties"]["thresholds"]["anyOf"]
     assert (number["minimum"], number["maximum"]) == (0, 1)
     assert table["propertyNames"] == {"$ref": "#/components/schemas/LabelId"}
     assert options["properties"]["chunk_size"]["anyOf"][0]["maximum"] == MAIN.job_max_chunk_size
     no_roots = served_document(MAIN, IDS, LEVELS)["components"]["schemas"]["JobSpec"]
     assert no_roots["properties"]["output"]["not"] == {}  # every job URI is refused
+
+    @given(st.from_regex(pattern))
+    @settings(max_examples=300, deadline=None)
+    def its_own_canonical_form(uri: str) -> None:  # what a URI matching it names: itself
+        assert storage.location(uri) == uri.rstrip("/")
+
+    its_own_canonical_form()
 
 
 def test_openapi_json_is_the_served_document_to_a_caller_with_a_key(server: Server) -> None:
