@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     docs: bool = Field(
         True,
         description="serve Swagger UI at /docs and the API contract (openapi.yaml) at "
-        "/openapi.json, both without a key; false = no schema exposed",
+        "/openapi.json, both without a key (with one, /openapi.json is the contract narrowed to "
+        "this server: its label ids, limits, storage roots); false = no schema exposed",
     )
 
     # Dynamic batching.
