@@ -11,8 +11,10 @@ At most ``limit`` records (and one more) are held at once: each time the buffer 
 sorted and written to a run file under ``folder`` in pickled blocks of ``BLOCK`` records.
 ``sorted()`` reads the runs back a block at a time. Runs that follow one another (input that was
 sorted, or sorted within long stretches, as the Open Images CSVs and S3 listings are) are
-chained, each read once, no comparisons; only overlapping runs go through a k-way merge. Input
-that fits the buffer never touches the disk.
+chained, each read once, no comparisons; only overlapping runs go through a k-way merge, at most
+``limit // (2 * BLOCK)`` of them at once (more are merged into longer runs first, a pass over the
+records each time), so that the merge too holds at most half a buffer's records. Input that fits
+the buffer never touches the disk.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-BLOCK = 2048  # records per pickled block: what each run holds in memory while merged
+BLOCK = 1024  # records per pickled block: what each run holds in memory while merged
 
 
 class SortedRuns:
@@ -79,8 +81,29 @@ class SortedRuns:
             else:
                 groups.append([path])
             last = final if last is None or last < final else last
-        streams = [itertools.chain.from_iterable(map(_read_run, group)) for group in groups]
-        return streams[0] if len(streams) == 1 else heapq.merge(*streams)
+        fan_in = max(2, self.limit // (2 * BLOCK))  # merged at once: half a buffer's records
+        passes = 0
+        while len(groups) > fan_in:  # a merge of every run would hold a block of each
+            batches = [groups[i : i + fan_in] for i in range(0, len(groups), fan_in)]
+            groups = [[self._write(_merge(batch), f"pass{passes}-{n}")] for n, batch in
+                      enumerate(batches)]  # fmt: skip
+            passes += 1
+        return _merge(groups)
+
+    def _write(self, records: Iterator[Any], tag: str) -> str:
+        """A run of ``records`` (already in order), a block at a time; its path."""
+        path = os.path.join(self.folder, f"{self.name}-{tag}.run")
+        with open(path, "wb") as fh:
+            while block := list(itertools.islice(records, BLOCK)):
+                pickle.dump(block, fh, pickle.HIGHEST_PROTOCOL)
+        return path
+
+
+def _merge(groups: list[list[str]]) -> Iterator[Any]:
+    """The records of runs in order: each group's runs one after another (they follow one
+    another), the groups merged."""
+    streams = [itertools.chain.from_iterable(map(_read_run, group)) for group in groups]
+    return streams[0] if len(streams) == 1 else heapq.merge(*streams)
 
 
 def _read_run(path: str) -> Iterator[Any]:

@@ -136,6 +136,25 @@ def test_sorted_runs_hold_a_run_and_chain_ordered_input(tmp_path: Path, monkeypa
         assert list(tmp_path.iterdir()) == []  # every run file removed once read
 
 
+def test_merging_many_runs_holds_a_few_at_once(tmp_path: Path, monkeypatch) -> None:
+    """A merge holds a block of each run it merges: 25 overlapping runs are merged five at a
+    time (limit 40, blocks of 4), in passes, never all at once."""
+    monkeypatch.setattr(sorted_runs, "BLOCK", 4)
+    widths = []
+    real_merge = sorted_runs.heapq.merge
+    monkeypatch.setattr(sorted_runs.heapq, "merge", lambda *s: (widths.append(len(s)),
+                                                                real_merge(*s))[1])  # fmt: skip
+    records = [(f"{i:04d}", i) for i in range(1000)]
+    given = list(records)
+    random.Random(5).shuffle(given)
+    runs = SortedRuns(str(tmp_path), "many", limit=40)
+    runs.extend(given)
+    assert len(runs.runs) == 24  # and 40 records in the buffer
+    assert list(runs.sorted()) == records
+    assert max(widths) <= 5 and len(widths) >= 6  # five merges of five, then the last one
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_manifests_in_flight_are_bounded(tmp_path: Path, monkeypatch) -> None:
     """A slow store does not let the plan run ahead: at most IN_FLIGHT manifests wait."""
     monkeypatch.setattr(bulk_plan, "IN_FLIGHT", 2)
