@@ -11,7 +11,8 @@ message it works on from being reclaimed (a chunk only up to ``job_chunk_wall_s`
 another worker may take it). While workers beat, no job is failed as stale
 (service.job_upkeep). SIGTERM (or Ctrl-C) lets it finish the message in
 hand and exit; a second one stops it at once. When Redis is unreachable it waits and reconnects,
-backing off up to 8 s, then first re-reads the messages it held. ``--burst`` exits once the
+backing off up to 8 s, then first re-reads the messages it held; when Redis refuses its
+credentials it says so and exits with status 3. ``--burst`` exits once the
 queue is empty and nothing is pending anywhere (tests, one-off runs).
 """
 
@@ -27,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ..model.bundle import load_bundle
 from ..model.runtime import OnnxModel
@@ -41,6 +42,7 @@ from .job_store import JobStore
 
 log = logging.getLogger("labelclean.worker")
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+REFUSED = 3  # exit status: Redis refused the credentials
 SHUTDOWN_S = 5.0  # the most each step of stopping may take
 
 
@@ -83,7 +85,8 @@ class Worker:
     # The loop.
 
     async def run(self) -> int:
-        """Work until stopped (or, with ``burst``, until the queue is drained); returns 0."""
+        """Work until stopped (or, with ``burst``, until the queue is drained); returns 0, or
+        ``REFUSED`` when Redis refuses the credentials (retrying would not help)."""
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,6 +97,7 @@ class Worker:
             self.model.provider, safe_url(self.settings.redis_url),
         )  # fmt: skip
         outage = 0
+        code = 0
         try:
             while not self.stopping.is_set():
                 try:
@@ -108,6 +112,15 @@ class Worker:
                             break
                         continue
                     await self._handle(message)
+                except AuthenticationError as exc:  # a ConnectionError, but waiting cures nothing
+                    log.error(
+                        "worker %s: redis at %s refused this worker's credentials (%s): set the "
+                        "password (and ACL user) in LABELCLEAN_REDIS_URL, as "
+                        "redis://USER:PASSWORD@HOST:PORT/0; stopping",
+                        self.name, safe_url(self.settings.redis_url), type(exc).__name__,
+                    )  # fmt: skip
+                    code = REFUSED
+                    break
                 except UNREACHABLE as exc:
                     delay = backoff(RECONNECT_DELAYS, outage)
                     outage += 1
@@ -134,7 +147,7 @@ class Worker:
                 await asyncio.wait_for(self.redis.aclose(), SHUTDOWN_S)
             self.handler.close()
         log.info("worker %s: stopped after %d message(s)", self.name, self.handled)
-        return 0
+        return code
 
     def _signalled(self) -> None:
         if self.stopping.is_set():  # the message in hand stays pending: another worker takes it
