@@ -1,15 +1,16 @@
-"""The annotation loop with a real Label Studio (studio.py: its own virtual environment,
-a free loopback port, a fresh data folder) and the real service:
+"""The annotation loop with a real Label Studio (studio.py: its own virtual environment, a free
+loopback port, a fresh data folder) and the real service, on a tiny demo data set:
 
-a project from `labelclean review`'s config, its tasks imported without predictions (images as
-Label Studio local files) and one image uploaded; the service connected as the ML backend with
-basic auth (a key as the password), Label Studio asks it for every task's prediction: they are
-what the review export predicted; reviews posted, edited, skipped and deleted through Label
-Studio's API reach the service by the backend's webhook (given the key as a header) and become
-verified labels, the same ones `labelclean import-reviews` reads from Label Studio's own
-export. A new bundle reloaded in the service (POST /model/reload) gives Label Studio a new model
-version, and it predicts every task again. With the webhook switched off, no review comes back
-and this test fails."""
+a model trained on it is deployed (``--model`` a symlink); a project from `labelclean review`'s
+config, its tasks imported without predictions (images as Label Studio local files) and one
+image uploaded; the service connected as the ML backend with basic auth (a key as the
+password), Label Studio asks it for every task's prediction: they are what the review export
+predicted. Reviews posted, edited, skipped and deleted through Label Studio's API reach the
+service by the backend's webhook (given the key as a header) and become verified labels, the
+same ones `labelclean import-reviews` reads from Label Studio's own export. A retrain with them
+(--human-extra) moves the reviewed images from T to V; reloaded in the service (POST
+/model/reload), it gives Label Studio a new model version, and Label Studio predicts every task
+again. With the webhook switched off, no review comes back and this test fails."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import csv
 import io
 import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,18 +26,44 @@ import pytest
 
 from labelclean.cli import main
 
-from ..service.conftest import API_KEY, CLASSES, Server, bundle_dir  # noqa: F401 - a fixture
-from ..service.test_reload import other_bundle_dir, point  # noqa: F401 - a fixture
-from .conftest import Export, service_env
+from ..conftest import FAST_TRAIN, TINY
+from ..service.conftest import API_KEY, Server
+from ..service.test_reload import point
+from .conftest import service_env
 from .studio import label_studio
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 WAIT_S = 30  # for the webhook's effect (Label Studio sends it before it answers)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo data set with 120 verified images, not 40: on 40, the issue head's fit
+    after two more reviews exports with a float32 error over the parity check (see the
+    report of issue 18)."""
+    from labelclean.training.demo_data import build_demo_data
+
+    out = tmp_path_factory.mktemp("ls-demo") / "data"
+    build_demo_data(out, seed=0, **{**TINY, "n_verified": 120})
+    return out
+
+
+@pytest.fixture(scope="module")
+def deployed(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the demo data: the one in service first."""
+    out = tmp_path_factory.mktemp("deployed") / "run"
+    assert main(["train", "--data", str(demo_data), "--out", str(out), *FAST_TRAIN]) == 0
+    return out / "bundle"
 
 
 def choices(ticked: list[str]) -> list[dict]:
     return [{"from_name": "labels", "to_name": "image", "type": "choices",
              "value": {"choices": ticked}}]  # fmt: skip
+
+
+def image_ids(path: Path) -> set[str]:
+    with path.open(newline="") as fh:
+        return {row["ImageID"] for row in csv.DictReader(fh)}
 
 
 def store_rows(reviews: Path, project: int, task: int) -> dict[str, tuple[str, int]] | None:
@@ -54,40 +82,51 @@ def wait_for(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.2)
 
 
-def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
-    export: Export, server_factory: Callable[..., Server], bundle_dir: Path,  # noqa: F811
-    other_bundle_dir: Path, tmp_path: Path,  # noqa: F811
+def retrieve_predictions(api, project: int) -> dict[int, dict]:  # noqa: ANN001
+    """Data Manager, all tasks, Actions: Retrieve Predictions; task id -> its latest one."""
+    asked = api.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions",
+                                                "project": project},
+                     json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
+    assert asked.status_code == 200, asked.text
+    predictions = api.get("/api/predictions", params={"project": project}).json()
+    return {p["task"]: p for p in sorted(predictions, key=lambda p: p["id"])}
+
+
+def test_label_studio_loop_predict_review_retrain_reload(
+    demo_data: Path, deployed: Path, server_factory: Callable[..., Server], tmp_path: Path,
 ) -> None:  # fmt: skip
-    # The export with Label Studio's own image URLs (local files), as a user makes it.
+    images = (demo_data / "images").resolve()
     out = tmp_path / "review"
-    assert main(["review", "--model", str(bundle_dir), "--data", str(export.data),
-                 "--out", str(out), "--format", "label-studio", "--quiet"]) == 0  # fmt: skip
+    assert main(["review", "--model", str(deployed), "--data", str(demo_data), "--out", str(out),
+                 "--format", "label-studio", "--min-issue", "0.3", "--quiet"]) == 0  # fmt: skip
     tasks = json.loads((out / "label-studio-tasks.json").read_text())
     config = (out / "label-studio-config.xml").read_text()
+    classes = [(c.get("hint"), c.get("value")) for c in ET.fromstring(config).iter("Choice")]
     exported = {t["data"]["image_id"]: t["predictions"][0] for t in tasks}
+    in_t = image_ids(demo_data / "train-annotations-machine-imagelabels.csv") - image_ids(
+        demo_data / "train-annotations-human-imagelabels.csv")  # fmt: skip
     reviews = tmp_path / "reviews"
+    current = tmp_path / "current"  # the deployed bundle, switched after the retrain
+    current.symlink_to(deployed)
 
-    with label_studio(tmp_path / "ls", images=export.images) as ls, ls.api as api:
+    with label_studio(tmp_path / "ls", images=images) as ls, ls.api as api:
         print(f"Label Studio up in {ls.started_s:.1f} s")
-        current = tmp_path / "current"  # the deployed bundle, switched later
-        current.symlink_to(bundle_dir)
         service = server_factory(current, service_env(
-            export.images, reviews, LABELCLEAN_LABEL_STUDIO_URL=ls.url,
-            LABELCLEAN_LABEL_STUDIO_TOKEN=ls.token,
+            images, reviews, LABELCLEAN_LABEL_STUDIO_URL=ls.url,
+            LABELCLEAN_LABEL_STUDIO_TOKEN=ls.token, LABELCLEAN_MAX_IMAGES="16",
         ))  # fmt: skip
         project = api.post("/api/projects", json={"title": "labelclean review",
                                                   "label_config": config}).json()["id"]  # fmt: skip
         storage = api.post("/api/storages/localfiles", json={
-            "project": project, "path": str(export.images), "title": "images",
-            "use_blob_urls": False,
+            "project": project, "path": str(images), "title": "images", "use_blob_urls": False,
         })  # fmt: skip
         assert storage.status_code == 201, storage.text
         imported = api.post(f"/api/projects/{project}/import",
                             json=[{"data": t["data"]} for t in tasks])  # fmt: skip
         assert imported.status_code == 201, imported.text
-        upload = (export.images / "img-000.png").read_bytes()
+        upload = next(images.iterdir()).read_bytes()
         uploaded = api.post(f"/api/projects/{project}/import",
-                            files={"file": ("uploaded-000.png", upload, "image/png")})  # fmt: skip
+                            files={"file": ("uploaded.png", upload, "image/png")})  # fmt: skip
         assert uploaded.status_code == 201, uploaded.text
         listed = api.get("/api/tasks", params={"project": project, "page_size": 1000}).json()
         by_image = {t["data"].get("image_id", "uploaded"): t for t in listed["tasks"]}
@@ -101,17 +140,13 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
             "basic_auth_pass": API_KEY,
         })  # fmt: skip
         assert backend.status_code == 201, backend.text
+        ml = f"/api/ml/{backend.json()['id']}"
         version = tasks[0]["predictions"][0]["model_version"]
-        state = api.get(f"/api/ml/{backend.json()['id']}").json()
+        state = api.get(ml).json()
         assert (state["state"], state["model_version"]) == ("CO", version), state
 
-        # Label Studio asks for every task's prediction (Data Manager: Retrieve Predictions).
-        asked = api.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions",
-                                                    "project": project},
-                         json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
-        assert asked.status_code == 200, asked.text
-        predictions = api.get("/api/predictions", params={"project": project}).json()
-        by_task = {p["task"]: p for p in predictions}
+        # Label Studio asks for every task's prediction: the export's, for the same model.
+        by_task = retrieve_predictions(api, project)
         assert set(by_task) == {t["id"] for t in by_image.values()}
         for image, task in by_image.items():
             got = by_task[task["id"]]
@@ -121,7 +156,9 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
                 continue
             want = exported[image]
             assert [r["value"] for r in got["result"]] == [r["value"] for r in want["result"]]
-            assert got["score"] == pytest.approx(want["score"], abs=2e-6)
+            # ONNX Runtime's float noise between batch sizes (the export ran 32 images a batch,
+            # the backend however many Label Studio's call held): up to ~6e-5 on this model.
+            assert got["score"] == pytest.approx(want["score"], abs=2e-4)
 
         # The backend's webhook, made by Label Studio with the backend, needs the key.
         hooks = api.get("/api/webhooks", params={"project": project}).json()
@@ -130,9 +167,12 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
                             json={"headers": {"Authorization": f"Bearer {API_KEY}"}})  # fmt: skip
         assert patched.status_code == 200, patched.text
 
-        # Reviews: one edited, one with nothing ticked, one skipped, one deleted.
-        images = sorted(i for i in by_image if i != "uploaded")[:4]
-        edited, empty, skipped, deleted = (by_image[i]["id"] for i in images)
+        # Reviews of four T images: one edited, one with nothing ticked, one skipped, one
+        # deleted.
+        picked = sorted(i for i in by_image if i in in_t)[:4]
+        assert len(picked) == 4
+        edited, empty, skipped, deleted = (by_image[i]["id"] for i in picked)
+        names = [name for _, name in classes]
 
         def annotate(task: int, ticked: list[str], **extra: object) -> int:
             answer = api.post(f"/api/tasks/{task}/annotations",
@@ -140,50 +180,52 @@ def test_label_studio_predicts_with_the_backend_and_reviews_come_back(
             assert answer.status_code == 201, answer.text
             return answer.json()["id"]
 
-        first = annotate(edited, ["Bag", "Coat"])
-        annotate(empty, [])
-        annotate(skipped, ["Dress"], was_cancelled=True)
-        gone = annotate(deleted, ["Sandal"])
-
         def expect(task: int, image: str, ticked: list[str]) -> Callable[[], bool]:
-            want = {label: (image, int(name in ticked)) for label, name in CLASSES}
+            want = {label: (image, int(name in ticked)) for label, name in classes}
             return lambda: store_rows(reviews, project, task) == want
 
-        wait_for(expect(edited, images[0], ["Bag", "Coat"]), "the first review as labels")
-        wait_for(expect(empty, images[1], []), "a review ticking nothing: all absent")
-        wait_for(expect(deleted, images[3], ["Sandal"]), "the review to be deleted")
+        first = annotate(edited, names[:2])
+        annotate(empty, [])
+        annotate(skipped, names[2:3], was_cancelled=True)
+        gone = annotate(deleted, names[3:4])
+        wait_for(expect(edited, picked[0], names[:2]), "the first review as labels")
+        wait_for(expect(empty, picked[1], []), "a review ticking nothing: all absent")
+        wait_for(expect(deleted, picked[3], names[3:4]), "the review to be deleted")
         assert store_rows(reviews, project, skipped) is None  # a skip verifies nothing
-        edit = api.patch(f"/api/annotations/{first}", json={"result": choices(["Shirt"])})
+        edit = api.patch(f"/api/annotations/{first}", json={"result": choices(names[4:5])})
         assert edit.status_code == 200, edit.text
-        wait_for(expect(edited, images[0], ["Shirt"]), "the edit to replace the review")
+        wait_for(expect(edited, picked[0], names[4:5]), "the edit to replace the review")
         assert api.delete(f"/api/annotations/{gone}").status_code == 204
         wait_for(lambda: store_rows(reviews, project, deleted) is None, "the deletion")
-
-        # A new bundle in service: Label Studio takes its model version and predicts anew.
-        point(current, other_bundle_dir)
-        with service.client() as c:
-            reloaded = c.post("/model/reload").json()
-        assert reloaded["changed"] and reloaded["model_version"] != version
-        asked = api.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions",
-                                                    "project": project},
-                         json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
-        assert asked.status_code == 200, asked.text
-        state = api.get(f"/api/ml/{backend.json()['id']}").json()
-        assert state["model_version"] == reloaded["model_version"]
-        predictions = api.get("/api/predictions", params={"project": project}).json()
-        newer = {p["task"] for p in predictions if p["model_version"] == state["model_version"]}
-        assert newer == {t["id"] for t in by_image.values()}
 
         # Label Studio's own export reads the same: import-reviews from either agrees.
         dump = api.get(f"/api/projects/{project}/export", params={"exportType": "JSON"})
         assert dump.status_code == 200, dump.text
         (tmp_path / "export.json").write_bytes(dump.content)
+        from_export, from_store = tmp_path / "from-export.csv", tmp_path / "from-store.csv"
+        assert main(["import-reviews", "--label-studio", str(tmp_path / "export.json"),
+                     "--model", str(deployed), "--config", str(out / "label-studio-config.xml"),
+                     "--out", str(from_export)]) == 0  # fmt: skip
+        assert main(["import-reviews", "--reviews", str(reviews), "--out", str(from_store)]) == 0
+        lines = from_store.read_text().splitlines()
+        assert len(lines) == 1 + 2 * len(classes)  # the edited review and the empty one
+        assert sorted(from_export.read_text().splitlines()) == sorted(lines)
 
-    from_export, from_store = tmp_path / "from-export.csv", tmp_path / "from-store.csv"
-    assert main(["import-reviews", "--label-studio", str(tmp_path / "export.json"),
-                 "--model", str(bundle_dir), "--config", str(out / "label-studio-config.xml"),
-                 "--out", str(from_export)]) == 0  # fmt: skip
-    assert main(["import-reviews", "--reviews", str(reviews), "--out", str(from_store)]) == 0
-    lines = from_store.read_text().splitlines()
-    assert len(lines) == 1 + 2 * len(CLASSES)  # the edited review and the empty one
-    assert sorted(from_export.read_text().splitlines()) == sorted(lines)
+        # Retrain with the reviews: the two reviewed images move from T to V.
+        run = tmp_path / "retrained"
+        assert main(["train", "--data", str(demo_data), "--human-extra", str(from_store),
+                     "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
+        before = json.loads((deployed.parent / "report.json").read_text())["sizes"]
+        after = json.loads((run / "report.json").read_text())["sizes"]
+        assert (after["T"], after["V"]) == (before["T"] - 2, before["V"] + 2)
+
+        # The retrained model in service: Label Studio takes its version, predicts anew.
+        point(current, run / "bundle")
+        with service.client() as c:
+            reloaded = c.post("/model/reload").json()
+        assert reloaded["changed"] and reloaded["model_version"] != version
+        newer = retrieve_predictions(api, project)
+        assert api.get(ml).json()["model_version"] == reloaded["model_version"]
+        assert {t: p["model_version"] for t, p in newer.items()} == {
+            t["id"]: reloaded["model_version"] for t in by_image.values()
+        }
