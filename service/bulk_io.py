@@ -85,10 +85,16 @@ def read_label_rows(storage: Storage, uri: str, *, limit: int | None = None) -> 
     given, the line and the kind of problem, never what the file holds: a caller may name a
     file that is not theirs, or not a CSV."""
     with _label_csv(storage, uri) as (reader, width, at):
-        for count, row in enumerate(filter(None, reader)):  # blank lines skipped
-            if limit is not None and count >= limit:
-                return
-            yield LabelRow(*_parse(reader.line_num, row, width, at))
+        line = reader.line_num
+        try:
+            for count, row in enumerate(reader):
+                line = reader.line_num
+                if limit is not None and count >= limit:
+                    return
+                if row:  # a blank line is skipped
+                    yield LabelRow(*_parse(line, row, width, at))
+        except csv.Error as exc:  # at the record after the last good one (it may span lines)
+            raise _malformed(uri, line + 1) from exc
 
 
 def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[Entry]]]:
@@ -100,32 +106,36 @@ def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[En
     group: str | None = None
     first = 0
     entries: list[Entry] = []
-    known: dict[str, float] = {}  # Confidence texts seen, and their values (those in [0, 1])
+    known: dict[str, float] = {}  # short Confidence texts seen, and their values (in [0, 1])
     with _label_csv(storage, uri) as (reader, width, (i, j, k)):
-        for row in reader:
-            if len(row) == width:
-                image, label, text = row[i].strip(), row[j].strip(), row[k]
-                confidence = known.get(text)
-                if confidence is None:
-                    confidence = _confidence(text)
-                    if confidence is not None and len(known) < KNOWN_CONFIDENCES:
-                        known[text] = confidence
-                if image and label and confidence is not None:
-                    line = reader.line_num
-                    if image != group:
-                        if entries:
-                            yield group, first, entries  # type: ignore[misc]
-                        group, first, entries = image, line, []
-                    entries.append((line, label, confidence, None))
-                    continue
-            elif not row:
-                continue  # a blank line
-            line, image, label, _, problem = _parse(reader.line_num, row, width, (i, j, k))
-            if image != group or not image:
-                if entries:
-                    yield group, first, entries  # type: ignore[misc]
-                group, first, entries = image, line, []
-            entries.append((line, label, None, problem))  # type: ignore[arg-type]
+        line = reader.line_num
+        try:
+            for row in reader:
+                line = reader.line_num
+                if len(row) == width:
+                    image, label, text = row[i].strip(), row[j].strip(), row[k]
+                    confidence = known.get(text)
+                    if confidence is None:
+                        confidence = _confidence(text)
+                        if confidence is not None and len(known) < KNOWN and len(text) < 32:
+                            known[text] = confidence
+                    if image and label and confidence is not None:
+                        if image != group:
+                            if entries:
+                                yield group, first, entries  # type: ignore[misc]
+                            group, first, entries = image, line, []
+                        entries.append((line, label, confidence, None))
+                        continue
+                elif not row:
+                    continue  # a blank line
+                _, image, label, _, problem = _parse(line, row, width, (i, j, k))
+                if image != group or not image:
+                    if entries:
+                        yield group, first, entries  # type: ignore[misc]
+                    group, first, entries = image, line, []
+                entries.append((line, label, None, problem))  # type: ignore[arg-type]
+        except csv.Error as exc:  # at the record after the last good one (it may span lines)
+            raise _malformed(uri, line + 1) from exc
     if entries:
         yield group, first, entries  # type: ignore[misc]
 
@@ -134,7 +144,6 @@ def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[En
 def _label_csv(storage: Storage, uri: str) -> Iterator[tuple[Any, int, tuple[int, int, int]]]:
     """The CSV reader past a checked header, its width and where ImageID, LabelName and
     Confidence are; what goes wrong while it is read becomes InputError(field="labels")."""
-    reader = None
     try:
         with storage.open_text(uri) as fh:
             reader = csv.reader(fh)
@@ -155,9 +164,13 @@ def _label_csv(storage: Storage, uri: str) -> Iterator[tuple[Any, int, tuple[int
         raise InputError(str(exc), field="labels") from exc
     except UnicodeDecodeError as exc:  # decoded ahead of the rows: no line to name
         raise InputError(f"{uri}: not UTF-8 text", field="labels") from exc
-    except csv.Error as exc:  # a NUL byte, a field over csv's size limit, a stray quote
-        line = reader.line_num if reader is not None else 1
-        raise InputError(f"{uri}: line {line}: malformed CSV", field="labels") from exc
+    except csv.Error as exc:  # in the header (the rows' own: _malformed, by their readers)
+        raise _malformed(uri, 1) from exc
+
+
+def _malformed(uri: str, line: int) -> InputError:
+    """A NUL byte, a field over csv's size limit, a stray quote: at the record from ``line``."""
+    return InputError(f"{uri}: line {line}: malformed CSV", field="labels")
 
 
 def _parse(
@@ -187,7 +200,7 @@ def _confidence(text: str) -> float | None:
 
 
 NOT_A_CONFIDENCE = "Confidence is not a number in [0, 1]"
-KNOWN_CONFIDENCES = 100_000  # Confidence texts remembered while reading (most CSVs use few)
+KNOWN = 100_000  # Confidence texts remembered while reading (most CSVs use a few thousand)
 
 
 def _at(line: int, problem: str) -> str:

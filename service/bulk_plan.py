@@ -41,6 +41,8 @@ RUN_ITEMS = 50_000  # listing entries, or groups of CSV rows, held before a run 
 IN_FLIGHT = 8  # chunk manifests being written at once (remote stores: a request each)
 ERRORS_BLOCK = 1000  # plan-errors.csv rows written at a time
 COPY_BLOCK = 1 << 20
+MAX_REASONS = 20  # problems named in an image's line of plan-errors.csv (then "and N more")
+MAX_REASON_CHARS = 8192
 REMEMBERED = 100_000  # label ids and Confidences kept as JSON text (most CSVs use few)
 
 
@@ -125,9 +127,11 @@ def _by_image(
             if image == "":  # a row with no ImageID to file it under: an error of its own
                 yield image, [], entries
                 continue
-            while group is not None and group[0] == image:  # rows further down the CSV
-                entries = entries + group[2]
-                group = next(groups, None)
+            if group is not None and group[0] == image:  # rows further down the CSV
+                entries = list(entries)
+                while group is not None and group[0] == image:
+                    entries.extend(group[2])
+                    group = next(groups, None)
         else:
             image, entries = named[0], []  # type: ignore[index]
         names = []
@@ -161,13 +165,14 @@ def _problems(
             why.append(f"labels CSV line {line}: unknown LabelName (not a label id of the model)")
         else:
             seen.add(label)
-    if image == "":
-        return "; ".join(why)
-    if not names:
-        why.insert(0, f"no image file under {images}")
-    elif len(names) > 1:
-        why.append(f"several image files: {', '.join(sorted(n[1] for n in names))}")
-    return "; ".join(why)
+    if image != "":
+        if not names:
+            why.insert(0, f"no image file under {images}")
+        elif len(names) > 1:
+            why.append(f"several image files: {', '.join(sorted(n[1] for n in names))}")
+    if len(why) > MAX_REASONS:  # a reason is one CSV field: csv reads at most 128 KiB of one
+        why[MAX_REASONS:] = [f"and {len(why) - MAX_REASONS} more problems"]
+    return "; ".join(why)[:MAX_REASON_CHARS]
 
 
 class _Errors:
@@ -190,7 +195,7 @@ class _Errors:
 
 
 class _Json(dict[Any, str]):
-    """Values as JSON text, each encoded once (the first ``REMEMBERED`` of them)."""
+    """Values as JSON text, each encoded once (the first ``REMEMBERED`` short ones)."""
 
     def __init__(self, encode: Callable[[Any], str]) -> None:
         super().__init__()
@@ -198,7 +203,7 @@ class _Json(dict[Any, str]):
 
     def __missing__(self, value: Any) -> str:
         text = self.encode(value)
-        if len(self) < REMEMBERED:
+        if len(self) < REMEMBERED and len(text) < 256:
             self[value] = text
         return text
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from io import TextIOWrapper
+from typing import TYPE_CHECKING, Any
 
 from ..storage import Storage, StorageError
 from . import bulk_io as io
@@ -56,7 +57,8 @@ def finalize(
         errors.write(io.csv_bytes([], io.ERROR_HEADER))
         plan_errors = io.plan_errors_uri(out, storage)
         if storage.exists(plan_errors):
-            failed += _copy_counting(storage, plan_errors, errors)
+            failed += _count_rows(storage, plan_errors)
+            storage.copy_to(plan_errors, errors)
         for n in range(chunks):
             summary_uri = io.part_uri(out, storage, n, ".summary.json")
             if storage.exists(summary_uri):
@@ -101,21 +103,15 @@ def finalize(
     return summary
 
 
-def _copy_counting(storage: Storage, uri: str, out: IO[bytes]) -> int:
-    """Copy a CSV the job wrote into ``out`` a block at a time; returns its rows (records, not
-    lines: a quoted field may hold a newline)."""
-    with storage.open_text(uri) as fh:
-        rows = 0
-        block = []
-        for row in csv.reader(fh):
-            if row:
-                block.append(row)
-                rows += 1
-            if len(block) >= 10_000:
-                out.write(io.csv_bytes(block))
-                block = []
-        out.write(io.csv_bytes(block))
-    return rows
+def _count_rows(storage: Storage, uri: str) -> int:
+    """The rows of a CSV the job wrote (records, not lines: a quoted field may hold a newline),
+    read a block at a time."""
+    with storage.open(uri, "rb") as raw:
+        text = TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            return sum(1 for row in csv.reader(text) if row)
+        finally:
+            text.detach()
 
 
 def open_results(spec: JobSpec, storage: Storage) -> Iterator[bytes]:

@@ -1,8 +1,8 @@
 """An external sort in bounded memory: what lets a bulk job's plan hold ten million images in the
 memory of a hundred thousand (service.bulk_plan). Torch-free.
 
-    runs = SortedRuns(folder, limit=100_000)
-    for record in records:            # tuples, compared as tuples: the first fields are the key
+    runs = SortedRuns(folder, "name", limit=100_000)
+    for record in records:            # tuples, ordered (and told apart) by their first 2 fields
         runs.add(record)
     for record in runs.sorted():      # every record, in order
         ...
@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 BLOCK = 1024  # records per pickled block: what each run holds in memory while merged
+MAX_FAN_IN = 256  # runs merged at once (open files)
+KEY = 2  # the leading fields that order records (and tell any two apart): kept per run
 
 
 class SortedRuns:
@@ -62,7 +64,7 @@ class SortedRuns:
         with open(path, "wb") as fh:
             for start in range(0, len(self.buffer), BLOCK):
                 pickle.dump(self.buffer[start : start + BLOCK], fh, pickle.HIGHEST_PROTOCOL)
-        self.runs.append((path, self.buffer[0], self.buffer[-1]))
+        self.runs.append((path, self.buffer[0][:KEY], self.buffer[-1][:KEY]))
         self.buffer = []
 
     def sorted(self) -> Iterator[Any]:
@@ -81,7 +83,7 @@ class SortedRuns:
             else:
                 groups.append([path])
             last = final if last is None or last < final else last
-        fan_in = max(2, self.limit // (2 * BLOCK))  # merged at once: half a buffer's records
+        fan_in = min(MAX_FAN_IN, max(2, self.limit // (2 * BLOCK)))  # half a buffer's records
         passes = 0
         while len(groups) > fan_in:  # a merge of every run would hold a block of each
             batches = [groups[i : i + fan_in] for i in range(0, len(groups), fan_in)]

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from labelclean.service import bulk, bulk_plan, sorted_runs
+from labelclean.model.labels import InputError
+from labelclean.service import bulk, bulk_io, bulk_plan, sorted_runs
 from labelclean.service.bulk import JobSpec
 from labelclean.service.sorted_runs import SortedRuns
 
@@ -110,6 +111,40 @@ def test_finalize_counts_the_plans_errors_while_streaming_them(tmp_path: Path) -
     rows = list(csv.reader((tmp_path / "out" / "errors.csv").open(newline="")))[1:]
     assert summary["failed"] == len(rows) == job.errors + job.total
     assert job.total == len(expected["ok"])
+
+
+def test_an_image_with_thousands_of_bad_rows_is_one_bounded_error(tmp_path: Path) -> None:
+    """Its reason names the first problems and counts the rest: one CSV field that csv can read
+    back (at most 128 KiB), so finalize and the job's error sample do not fail on it; and the
+    plan's errors reach errors.csv byte for byte."""
+    storage = Storage.local()
+    spec, _ = make_job(tmp_path, 20)
+    with (tmp_path / "labels.csv").open("a") as fh:
+        fh.writelines(f"img00001,machine,/m/a,bad{i}\n" for i in range(3000))
+    job = bulk.plan(spec, storage, chunk_size=10, label_index=INDEX, run_items=50)
+    errors = (tmp_path / "out" / "_work" / "plan-errors.csv").read_bytes()
+    why = dict(csv.reader(io.StringIO(errors.decode())))["img00001"]
+    assert why.count("Confidence is not a number") == bulk_plan.MAX_REASONS
+    assert why.endswith("and 2980 more problems") and len(why) < 10_000
+    summary = bulk.finalize(spec, storage, job.chunks, dead={n: "gone" for n in range(job.chunks)})
+    assert summary["failed"] == job.errors + job.total
+    header = b"ImageID,Reason\n"
+    assert (tmp_path / "out" / "errors.csv").read_bytes().startswith(header + errors)
+
+
+def test_a_malformed_record_is_named_by_the_line_it_starts_on(tmp_path: Path) -> None:
+    """A quoted field over csv's size limit spans 200 lines: the error names line 3, where the
+    record starts, not where csv gave up (and never what the field holds)."""
+    spec, _ = make_job(tmp_path, 10)
+    body = "".join(f"{'y' * 1000}\n" for _ in range(200))
+    (tmp_path / "labels.csv").write_text(
+        f'ImageID,Source,LabelName,Confidence\nimg00000,m,/m/a,0.5\nimg00001,"{body}",/m/a,0.5\n'
+    )
+    for read in (lambda: bulk.plan(spec, Storage.local(), chunk_size=10),
+                 lambda: list(bulk_io.read_label_rows(Storage.local(), spec.labels))):  # fmt: skip
+        with pytest.raises(InputError, match=r"labels.csv: line 3: malformed CSV$") as caught:
+            read()
+        assert caught.value.field == "labels" and "yyy" not in str(caught.value)
 
 
 def test_sorted_runs_hold_a_run_and_chain_ordered_input(tmp_path: Path, monkeypatch) -> None:
