@@ -237,8 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="joint (default), pretrain, or a baseline: noisy, finetune-clean, finetune-mixed",
     )
     p.add_argument(
-        "--init", type=Path, help="start from this noisy-phase checkpoint instead of training it"
-    )
+        "--init", type=Path,
+        help="start from this checkpoint instead of training the noisy phase: a noisy-phase "
+        "one, or a finished run's RUN/checkpoint.pt to continue from that model (e.g. with "
+        "--human-extra reviews)",
+    )  # fmt: skip
     p.add_argument(
         "--resume",
         type=Path,

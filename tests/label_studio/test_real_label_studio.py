@@ -8,9 +8,10 @@ password), Label Studio asks it for every task's prediction: they are what the r
 predicted. Reviews posted, edited, skipped and deleted through Label Studio's API reach the
 service by the backend's webhook (given the key as a header) and become verified labels, the
 same ones `labelclean import-reviews` reads from Label Studio's own export. A retrain with them
-(--human-extra) moves the reviewed images from T to V; reloaded in the service (POST
-/model/reload), it gives Label Studio a new model version, and Label Studio predicts every task
-again. With the webhook switched off, no review comes back and this test fails."""
+from the deployed model (--human-extra, --init) moves the reviewed images from T to V; reloaded
+in the service (POST /model/reload), it gives Label Studio a new model version, and Label Studio
+predicts every task again. With the webhook switched off, no review comes back and this test
+fails."""
 
 from __future__ import annotations
 
@@ -211,13 +212,15 @@ def test_label_studio_loop_predict_review_retrain_reload(
         assert len(lines) == 1 + 2 * len(classes)  # the edited review and the empty one
         assert sorted(from_export.read_text().splitlines()) == sorted(lines)
 
-        # Retrain with the reviews: the two reviewed images move from T to V.
-        run = tmp_path / "retrained"
+        # Retrain with the reviews, from the deployed model: the two reviewed images move
+        # from T to V.
+        run, start = tmp_path / "retrained", deployed.parent / "checkpoint.pt"
         assert main(["train", "--data", str(demo_data), "--human-extra", str(from_store),
-                     "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
+                     "--init", str(start), "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
         before = json.loads((deployed.parent / "report.json").read_text())["sizes"]
-        after = json.loads((run / "report.json").read_text())["sizes"]
-        assert (after["T"], after["V"]) == (before["T"] - 2, before["V"] + 2)
+        after = json.loads((run / "report.json").read_text())
+        assert (after["sizes"]["T"], after["sizes"]["V"]) == (before["T"] - 2, before["V"] + 2)
+        assert after["start"]["init"] == str(start)
 
         # The retrained model in service: Label Studio takes its version, predicts anew.
         point(current, run / "bundle")
