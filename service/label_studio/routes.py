@@ -132,7 +132,8 @@ async def setup(request: Request) -> dict[str, str]:
 
 
 def _noisy(data: dict[str, Any], index: dict[str, int]) -> list[dict[str, Any]]:
-    """The task's machine labels the model knows, as /clean's labels (others are dropped)."""
+    """The task's machine labels the model knows, as /clean's labels (others are dropped, and
+    so is a confidence of 0: not listed)."""
     given = data.get(NOISY_KEY) or []
     if isinstance(given, str):
         try:
@@ -143,8 +144,9 @@ def _noisy(data: dict[str, Any], index: dict[str, int]) -> list[dict[str, Any]]:
     for item in given if isinstance(given, list) else []:
         label, confidence = (item.get("label"), item.get("confidence", 1)) if isinstance(
             item, dict) else (item, 1)  # fmt: skip
-        if isinstance(label, str) and label in index and isinstance(confidence, int | float):
-            found.append({"label": label, "confidence": min(1.0, max(1e-6, float(confidence)))})
+        number = isinstance(confidence, int | float)
+        if isinstance(label, str) and label in index and number and confidence > 0:
+            found.append({"label": label, "confidence": min(1.0, float(confidence))})
     return found
 
 
