@@ -112,6 +112,11 @@ def test_predict_answers_each_task_as_the_review_export_did(backend, export: Exp
     alone = [{"id": 1, "data": {"image": tasks[0]["data"]["image"]}}]
     bare = post(server, "predict", {"tasks": alone, "label_config": export.config})
     assert bare.status_code == 200 and "result" in bare.json()["results"][0]
+    # A label of confidence 0 is not listed; one the model does not know is left out.
+    unlisted = [{"label": CLASSES[0][0], "confidence": 0}, {"label": "/x/unknown"}]
+    alone[0]["data"]["noisy_labels"] = unlisted
+    same = post(server, "predict", {"tasks": alone, "label_config": export.config})
+    assert same.json()["results"] == bare.json()["results"]
 
 
 def event(action: str, annotation: dict, task: dict, config: str, project: int = 7) -> dict:
