@@ -107,6 +107,7 @@ def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[En
     first = 0
     entries: list[Entry] = []
     known: dict[str, float] = {}  # short Confidence texts seen, and their values (in [0, 1])
+    names: dict[str, str] = {}  # LabelNames seen: one string each (less memory, cheaper spills)
     with _label_csv(storage, uri) as (reader, width, (i, j, k)):
         line = reader.line_num
         try:
@@ -114,6 +115,7 @@ def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[En
                 line = reader.line_num
                 if len(row) == width:
                     image, label, text = row[i].strip(), row[j].strip(), row[k]
+                    label = names.get(label) or _remember(names, label)
                     confidence = known.get(text)
                     if confidence is None:
                         confidence = _confidence(text)
@@ -138,6 +140,12 @@ def label_groups(storage: Storage, uri: str) -> Iterator[tuple[str, int, list[En
             raise _malformed(uri, line + 1) from exc
     if entries:
         yield group, first, entries  # type: ignore[misc]
+
+
+def _remember(names: dict[str, str], label: str) -> str:
+    if len(names) < KNOWN and len(label) < 256:
+        names[label] = label
+    return label
 
 
 @contextlib.contextmanager
