@@ -12,6 +12,7 @@ never load PyTorch.
     labelclean worker --model BUNDLE [--burst]      # bulk jobs from Redis (POST /jobs), no torch
     labelclean review --model BUNDLE --data DATA --out DIR   # ranked label-issue queue, no torch
     labelclean import-reviews --label-studio EXPORT.json --model BUNDLE --out REVIEWS.csv
+    labelclean suggest-verify --model BUNDLE --data DATA --budget 100 --out VERIFY.csv  # no torch
 """
 
 from __future__ import annotations
@@ -486,6 +487,83 @@ def _review_args(p: argparse.ArgumentParser) -> None:
         "/data/local-files/?d=<absolute image folder>/ for a local folder, the folder's URI "
         "for s3://); e.g. http://host/images/",
     )
+    p.add_argument(
+        "--order", choices=["issue", "suggest"], default="issue",
+        help="issue (default): pairs by issue score, highest first; suggest: images in the "
+        "order `labelclean suggest-verify` would choose them for verification (their expected "
+        "label changes, classes taking turns, rarest first), each image's pairs by issue "
+        "score; the Label Studio tasks follow it, each with its verify_rank",
+    )  # fmt: skip
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default) = CUDA when available")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+SUGGEST_HELP = "choose the training images whose verification should help most (no torch)"
+SUGGEST_PARSER = dict(
+    description="Clean every unverified training image of --data (its machine labels, less the "
+    "images of the human labels files, which are V already) with the bundle, through the same "
+    "code as POST /clean, and choose --budget images for people to verify next. An image is "
+    "worth the expected number of the model's decisions on it a reviewer would overturn: the "
+    "sum over classes of P(the decision is wrong), the issue score for a label the decision "
+    "keeps as the machine gave it, 1 - the issue score for one it removes or adds. Classes take "
+    "turns (--quota of the picks, rarest class first: fewest expected positives) taking their "
+    "most uncertain image, so rare classes are covered; the other picks take the images of "
+    "highest expected changes. Ties by ImageID: the same model and data give the same list, and "
+    "a bigger budget only adds images. Writes a CSV (Rank,ImageID,ExpectedChanges,PickedFor,"
+    "Classes: PickedFor `class NAME` or `expected changes`; Classes the classes whose decision "
+    "is most likely wrong, with that probability) to --out, or to standard output without it, "
+    "and a summary (expected changes against a random pick's, per class coverage).",
+    epilog="Verify the chosen images (e.g. `labelclean review --order suggest --format "
+    "label-studio`), turn the reviews into labels (`labelclean import-reviews`), and retrain "
+    "with them: `labelclean train --human-extra REVIEWS.csv --init RUN/checkpoint.pt`. Exit "
+    "status 2 with one line naming the option for bad inputs.",
+)
+
+
+def _suggest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="bundle folder")
+    p.add_argument(
+        "--data", type=Path, required=True,
+        help="data folder in Open Images layout (see README, 'Data format')",
+    )  # fmt: skip
+    p.add_argument("--budget", type=int, required=True, help="how many images to choose")
+    p.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
+    p.add_argument(
+        "--quota", type=float, default=0.5,
+        help="share of the picks where classes take turns, rarest first, each taking its most "
+        "uncertain image (default 0.5; 0 = by expected changes only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--train-human", default="train-annotations-human-imagelabels.csv",
+        help="human labels under --data: their images are V already and are not chosen "
+        "(default: train-annotations-human-imagelabels.csv, if present)",
+    )  # fmt: skip
+    p.add_argument(
+        "--human-extra", action="append", default=[], metavar="CSV",
+        help="more human labels (e.g. `labelclean import-reviews` output; under --data or a "
+        "path; repeatable): their images are not chosen either",
+    )  # fmt: skip
+    p.add_argument(
+        "--train-machine", default="train-annotations-machine-imagelabels.csv",
+        help="machine labels under --data, the images to choose from "
+        "(default: train-annotations-machine-imagelabels.csv)",
+    )  # fmt: skip
+    p.add_argument(
+        "--classes-file", default="class-descriptions.csv",
+        help="class list under --data, checked against the bundle's classes when present "
+        "(default: class-descriptions.csv)",
+    )  # fmt: skip
+    p.add_argument(
+        "--images", default="images",
+        help="image folder under --data, or s3://bucket/prefix (default: images)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ignore-unknown-labels", action="store_true",
+        help="skip label rows whose label the bundle does not know "
+        "(default: stop with an error listing them)",
+    )  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default) = CUDA when available")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")
@@ -533,6 +611,7 @@ TORCH_FREE = {
     "worker": (WORKER_HELP, {"description": WORKER_DESCRIPTION}, _worker_args),
     "review": (REVIEW_HELP, REVIEW_PARSER, _review_args),
     "import-reviews": (IMPORT_REVIEWS_HELP, IMPORT_REVIEWS_PARSER, _import_reviews_args),
+    "suggest-verify": (SUGGEST_HELP, SUGGEST_PARSER, _suggest_args),
 }
 
 

@@ -370,6 +370,8 @@ def review(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
     rows, cols = rq.rank_pairs(queue, min_issue=args.min_issue)
+    if args.order == "suggest":
+        rows, cols = rq.group_by_image(rows, cols, rq.verify_rank(queue))
     written = rq.write_review_csv(queue, rows, cols, out / "review.csv")
     rq.write_errors_csv(queue.errors, out / "errors.csv")
     top = list(rq.pairs(queue, rows[: args.top], cols[: args.top]))
@@ -399,10 +401,78 @@ def review(args: argparse.Namespace) -> int:
         prefix = args.image_url or ls.default_image_url(inputs.images_uri)
         tasks = ls.write_label_studio(
             out, queue, rows, url=ls.image_urls(prefix, inputs.images),
-            model_version=model_version(bundle.sha256),
+            model_version=model_version(bundle.sha256), verify_rank=args.order == "suggest",
         )  # fmt: skip
         line += f"; {tasks} Label Studio tasks -> {out / 'label-studio-tasks.json'}"
     print(line)
+    return 0
+
+
+def suggest_verify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from labelclean.model.bundle import load_bundle
+    from labelclean.model.runtime import OnnxModel
+    from labelclean.service import review as rq
+    from labelclean.storage import Storage
+    from labelclean.training import suggest_verify as sv
+
+    if args.budget < 1:
+        raise ValueError(f"--budget: must be at least 1, got {args.budget}")
+    if not 0.0 <= args.quota <= 1.0:
+        raise ValueError(f"--quota: must be between 0 and 1, got {args.quota}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    try:
+        bundle = load_bundle(args.model)
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc}") from None
+    storage = Storage.local()  # S3 endpoint: LABELCLEAN_S3_ENDPOINT_URL or AWS_ENDPOINT_URL
+    try:
+        inputs = rq.read_inputs(
+            bundle, args.data, classes_file=args.classes_file, machine_file=args.train_machine,
+            images=args.images, ignore_unknown=args.ignore_unknown_labels, storage=storage,
+        )  # fmt: skip
+    except rq.ReviewError as exc:  # review's --machine is this command's --train-machine
+        if exc.flag != "--machine":
+            raise
+        raise ValueError(f"--train-machine{str(exc).removeprefix('--machine')}") from None
+    human = [("--train-human", args.data / args.train_human)]
+    if args.train_human == "train-annotations-human-imagelabels.csv" and not human[0][1].exists():
+        human = []  # the default file is optional: no V yet
+    human += [("--human-extra", args.data / extra) for extra in args.human_extra]
+    verified = sv.verified_images(human, bundle.index, ignore_unknown=args.ignore_unknown_labels)
+    if args.out is not None:
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.touch()
+        except OSError as exc:
+            raise ValueError(f"--out: {args.out} is not writable ({exc.strerror or exc})") from None
+    model = OnnxModel(bundle, device=args.device)
+    queue = rq.clean_split(
+        bundle, inputs, predict=model.run, read=storage.read_bytes,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+    unverified = np.asarray([image not in verified for image in queue.image_ids], dtype=bool)
+    chosen = sv.suggest(
+        queue.issue, np.isin(queue.verdicts, (rq.REMOVED, rq.ADDED)), budget=args.budget,
+        listed=queue.noisy > 0, image_ids=queue.image_ids, eligible=queue.done & unverified,
+        quota=args.quota,
+    )  # fmt: skip
+    names = [c.name for c in bundle.classes]
+    report = sys.stderr if args.out is None else sys.stdout
+    if args.out is None:
+        sv.write_csv(sys.stdout, chosen, queue.image_ids, names)
+    else:
+        with args.out.open("w", newline="", encoding="utf-8") as fh:
+            sv.write_csv(fh, chosen, queue.image_ids, names)
+    skipped = int((queue.done & ~unverified).sum())
+    print(
+        f"{sv.summary(chosen, names, budget=args.budget)}\n{int(queue.done.sum())} of "
+        f"{len(queue.image_ids)} images cleaned, {len(queue.errors)} failed, {skipped} already "
+        "verified (left out)" + (f" -> {args.out}" if args.out is not None else ""),
+        file=report,
+    )
     return 0
 
 

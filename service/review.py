@@ -13,7 +13,9 @@ errors.csv, never fatal. The queue holds one answer per pair, the decision /clea
 ``kept`` / ``removed`` for a listed label, ``added`` / ``none`` for an unlisted one (the bundle's
 rule and thresholds, then the class hierarchy). A pair's issue score is the model's probability
 that a listed label is wrong or that an unlisted one is missing: it ranks the pairs, highest
-first, equal scores by ImageID, then label id, so the order is deterministic.
+first, equal scores by ImageID, then label id, so the order is deterministic. ``review --order
+suggest`` regroups them image by image in the order ``suggest-verify`` chooses images to verify
+(``verify_rank``, ``group_by_image``).
 
 Torch-free.
 """
@@ -34,6 +36,7 @@ from ..model.bundle import Bundle, LabelClass
 from ..model.cleaning import Arrays, clean_decodable, issue_scores, round_scores
 from ..storage import Storage, StorageError
 from ..training.openimages import DataError, read_annotations, read_classes  # torch-free
+from ..training.suggest_verify import order_all  # torch-free
 from .bulk_io import ERROR_HEADER, image_id
 
 Split = Literal["train", "test"]
@@ -271,6 +274,27 @@ def rank_pairs(queue: Queue, *, min_issue: float = 0.0) -> tuple[np.ndarray, np.
     scores = queue.issue[rows, cols].astype(np.float64)
     order = np.lexsort((label_rank[cols], rows, -scores))  # image_ids are sorted: row = rank
     return rows[order], cols[order]
+
+
+def verify_rank(queue: Queue) -> np.ndarray:
+    """(N,) int: each image's place in the order ``labelclean suggest-verify`` would choose them
+    for verification (0 first; ``training.suggest_verify``); images not cleaned come last."""
+    changed = np.isin(queue.verdicts, (REMOVED, ADDED))
+    order = order_all(queue.issue, changed, listed=queue.noisy > 0, image_ids=queue.image_ids,
+                      eligible=queue.done)  # fmt: skip
+    rank = np.full(len(queue.image_ids), len(queue.image_ids), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def group_by_image(
+    rows: np.ndarray, cols: np.ndarray, image_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranked pairs (``rows``, ``cols`` from ``rank_pairs``) regrouped image by image, the
+    image of lowest ``image_rank`` ((N,) int, by row) first; each image's pairs keep their
+    order. ``review --order suggest`` passes ``verify_rank``."""
+    keep = np.argsort(image_rank[rows], kind="stable")
+    return rows[keep], cols[keep]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ sure as its least sure decision: near 1 when every decision is clear-cut (all is
 hierarchy against its own score. Sorting Label Studio's "Prediction score" column lowest first
 puts the least certain sets first; the tasks themselves come highest ``max_issue`` first.
 
+With ``labelclean review --order suggest`` the tasks come in the order ``suggest-verify`` would
+choose the images for verification (``training.suggest_verify``), each with ``verify_rank``
+(1 = verify first, a JSON number), and label-studio-view.json sorts by it.
+
 Torch-free.
 """
 
@@ -53,6 +57,7 @@ IMAGE_KEY = "image"  # the task data key of the image URL (value="$image")
 LOCAL_FILES = "/data/local-files/?d="
 NO_LABELS = "none"  # machine_labels of an image the machine listed nothing for
 MAX_ISSUE_COLUMN = "tasks:data.max_issue"  # the Data Manager's id of the max_issue column
+VERIFY_RANK_COLUMN = "tasks:data.verify_rank"  # review --order suggest: 1 = verify first
 # How Label Studio 1.x types a task data column (read in HumanSignal/label-studio, 1.23):
 # label_studio/data_manager/functions.py get_all_columns gives a data key that a tag of the labeling
 # config names that tag's type (Image, Audio, Video; any other tag: String) and every other key of
@@ -167,39 +172,52 @@ def task(
 
 
 def tasks(
-    queue: Queue, rows: np.ndarray, *, url: Callable[[str], str], model_version: str
-) -> list[dict[str, Any]]:
+    queue: Queue, rows: np.ndarray, *, url: Callable[[str], str], model_version: str,
+    verify_rank: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
     """One task per image of the ranked ``rows`` (from ``rank_pairs``), in the order of first
-    appearance (= by the image's highest issue score, then ImageID)."""
+    appearance (= by the image's highest issue score, then ImageID; with ``review --order
+    suggest``, the suggestion's order, and ``verify_rank`` adds it to the data: 1, 2, ...)."""
     names = choice_names(queue.classes)
-    return [
-        task(queue, row, names, url=url(queue.image_ids[row]), model_version=model_version,
-             key=f"lc{n}")
-        for n, row in enumerate(dict.fromkeys(rows.tolist()))
-    ]  # fmt: skip
+    found = []
+    for n, row in enumerate(dict.fromkeys(rows.tolist())):
+        one = task(queue, row, names, url=url(queue.image_ids[row]), model_version=model_version,
+                   key=f"lc{n}")  # fmt: skip
+        if verify_rank:
+            one["data"]["verify_rank"] = n + 1
+        found.append(one)
+    return found
 
 
-def view() -> dict[str, Any]:
+def view(*, verify_rank: bool = False) -> dict[str, Any]:
     """label-studio-view.json: a Data Manager tab (the body of POST /api/dm/views, once its
     "project" is set) that displays, filters and sorts ``max_issue`` as a number, highest
-    first (see MAX_ISSUE_COLUMN's comment)."""
+    first (see MAX_ISSUE_COLUMN's comment); with ``verify_rank``, sorted by it, lowest first
+    (the suggestion's order), both shown as numbers."""
+    types = {MAX_ISSUE_COLUMN: "Number"}
+    if verify_rank:
+        types[VERIFY_RANK_COLUMN] = "Number"
     return {
         "data": {
             "title": "labelclean review",
-            "ordering": [f"-{MAX_ISSUE_COLUMN}"],
-            "columnsDisplayType": {MAX_ISSUE_COLUMN: "Number"},
+            "ordering": [VERIFY_RANK_COLUMN if verify_rank else f"-{MAX_ISSUE_COLUMN}"],
+            "columnsDisplayType": types,
         }
     }
 
 
 def write_label_studio(
-    out: Path, queue: Queue, rows: np.ndarray, *, url: Callable[[str], str], model_version: str
-) -> int:
+    out: Path, queue: Queue, rows: np.ndarray, *, url: Callable[[str], str], model_version: str,
+    verify_rank: bool = False,
+) -> int:  # fmt: skip
     """Write label-studio-tasks.json, label-studio-config.xml and label-studio-view.json;
-    returns the task count."""
-    found = tasks(queue, rows, url=url, model_version=model_version)
+    returns the task count. ``verify_rank`` (``review --order suggest``): the tasks carry their
+    place in the order as ``verify_rank`` and the tab sorts by it."""
+    found = tasks(queue, rows, url=url, model_version=model_version, verify_rank=verify_rank)
     body = "[\n" + ",\n".join(json.dumps(t, ensure_ascii=False) for t in found) + "\n]\n"
     (out / "label-studio-tasks.json").write_text(body, encoding="utf-8")  # a task per line
     (out / "label-studio-config.xml").write_text(config_xml(queue.classes), encoding="utf-8")
-    (out / "label-studio-view.json").write_text(json.dumps(view(), indent=2) + "\n")
+    (out / "label-studio-view.json").write_text(
+        json.dumps(view(verify_rank=verify_rank), indent=2) + "\n"
+    )
     return len(found)

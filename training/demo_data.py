@@ -359,3 +359,34 @@ def build_demo_data(
     if progress:
         print(format_stats(stats))
     return stats
+
+
+def training_truth(
+    out: Path,
+    *,
+    source: Path = DEFAULT_SOURCE,
+    seed: int = 0,
+    annotator_items: int = 12000,
+    calibration_items: int = 3000,
+) -> tuple[list[str], np.ndarray]:
+    """The true labels of every training image of the demo data set at ``out`` (V and T), as a
+    reviewer who verified them all would give them: (ImageIDs, (N, C) bool), rebuilt from
+    Fashion-MNIST and ``seed`` (the one ``out`` was built with; its sizes are read from
+    demo-stats.json). The data set itself stores human labels of V only; benchmarks that
+    simulate reviewers (benchmarks/verify_rounds.py) take T's answers from here. ``seed``,
+    ``annotator_items`` and ``calibration_items`` must be the build's. Raises DemoDataError when
+    the rebuilt V differs from the human labels file (another seed, source or item counts)."""
+    stats = json.loads((Path(out) / "demo-stats.json").read_text())
+    n_verified, n_all = stats["n_verified"], stats["n_verified"] + stats["n_train"]
+    data = load_fashion_mnist(Path(source))
+    pool_rng, train_rng, _, id_rng = np.random.default_rng(seed).spawn(4)
+    x, y = data["train_x"], data["train_y"]
+    order = pool_rng.permutation(len(x))  # as build_demo_data: annotator, calibration, mosaics
+    mosaic_pool = order[annotator_items + calibration_items :]
+    labels = make_mosaics(x, y, mosaic_pool, n_all, train_rng).labels
+    ids = _image_ids(n_all + stats["n_test"], id_rng)[:n_all]
+    with (Path(out) / "train-annotations-human-imagelabels.csv").open(newline="") as f:
+        given = [row for row in csv.reader(f)][1:]
+    if given != _human_rows(ids[:n_verified], labels[:n_verified]):
+        raise DemoDataError(f"{out}: not built from {source} with seed {seed}")
+    return ids, labels
