@@ -16,6 +16,15 @@ fits' predictions: each V image scored by a head that did not see it, which is w
 thresholds are chosen on (training.decision_fit). Fitted in float32 with L-BFGS on standardised
 features; the scaling is folded into the weights. A group without MIN_PAIRS verified pairs of
 each outcome keeps the head's default (``info`` says so).
+
+The exported graph computes x . w + b in float32 on the raw features, so the folded weights must
+stay tame: a feature that hardly varies in a group (an unlisted label's logit(y) is logit(EPS)
+on every pair; a barely trained cleaner adds 0.003 to it) would otherwise be divided by its tiny
+spread, and the bias would cancel the product (weights 1e5, bias 1e6 on 40 verified images:
+float32 rounding then differs between PyTorch and ONNX Runtime by 1e-2). So the means and
+spreads are taken in float64 (a constant feature has spread 0 and weight 0), and a spread counts
+as at least SPREAD_FLOOR of the feature's root mean square: |w| |x| stays within |w'| /
+SPREAD_FLOOR for a standardised weight w', and the ridges keep w' small.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ DEFAULT_FEATURES = FEATURES  # chosen on V's validation reads (benchmarks/RESULT
 MIN_PAIRS = 5  # fewer verified pairs of either outcome in a group: keep the default there
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, math.inf)  # inf: no per-class terms (pooled alone)
 RIDGE = 1e-4  # on the pooled weights: keeps a separable group finite
+SPREAD_FLOOR = 1e-2  # a feature's spread counts as at least this share of its magnitude
 
 
 @dataclass
@@ -69,10 +79,9 @@ def _fit_group(
     x: np.ndarray, cls: np.ndarray, target: np.ndarray, d: int, lam: float, use: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """One group's regression -> ((d, F) weights, (d,) biases) on the raw features."""
-    xs = x[:, use].astype(np.float32)
-    mu, sd = xs.mean(0), xs.std(0)
-    sd[sd < 1e-6] = 1.0
-    xt = torch.from_numpy((xs - mu) / sd)
+    xs = x[:, use].astype(np.float64)
+    mu, sd = _standardisation(xs)
+    xt = torch.from_numpy(((xs - mu) / sd).astype(np.float32))
     ct, tt = torch.from_numpy(cls), torch.from_numpy(target.astype(np.float32))
     f = xt.shape[1]
     w, b = torch.zeros(f, requires_grad=True), torch.zeros((), requires_grad=True)
@@ -93,11 +102,20 @@ def _fit_group(
 
     opt.step(loss_fn)
     with torch.no_grad():
-        full_w = (w + big_w).numpy() / sd  # (d, f) on raw features
-        full_b = (b + big_b).numpy() - (full_w * mu).sum(-1)
+        full_w = (w + big_w).numpy().astype(np.float64) / sd  # (d, f) on raw features
+        full_b = (b + big_b).numpy().astype(np.float64) - (full_w * mu).sum(-1)
     weight = np.zeros((d, x.shape[1]), np.float32)
     weight[:, use] = full_w
     return weight, full_b.astype(np.float32)
+
+
+def _standardisation(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) means and spreads of (n, F) float64 features: each spread at least SPREAD_FLOOR of
+    the feature's root mean square (1 for a feature that is 0 throughout)."""
+    mu, sd = xs.mean(0), xs.std(0)
+    sd = np.maximum(sd, SPREAD_FLOOR * np.sqrt(mu**2 + sd**2))
+    sd[sd == 0] = 1.0
+    return mu, sd
 
 
 def _predict(x: np.ndarray, cls: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
