@@ -84,17 +84,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs_api.Jobs(settings)  # Redis and storage; connects on first use
     metrics.watch_jobs(app.state.jobs.store)
     install_error_handlers(app)
-    modules = [inference, health, model_info, metrics_route, jobs_api]  # busy routes first
+    modules = [inference, health, model_info, reload, metrics_route, jobs_api]  # busy first
     if settings.docs:
         modules.append(docs)
     for module in modules:
         app.include_router(module.router)
     app.state.api_routes = [route for module in modules for route in module.router.routes]
-    # Label Studio's ML backend protocol (service.label_studio) and POST /model/reload: not
-    # part of openapi.yaml.
-    for extra in (label_studio_routes, reload):
-        app.include_router(extra.router, include_in_schema=False)
-        app.state.api_routes += extra.router.routes
+    # Label Studio's ML backend protocol (service.label_studio): Label Studio's API, not ours,
+    # so not in openapi.yaml.
+    app.include_router(label_studio_routes.router, include_in_schema=False)
+    app.state.api_routes += label_studio_routes.router.routes
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

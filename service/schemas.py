@@ -131,3 +131,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="training metrics recorded in the bundle")
     batching: dict[str, float]
     limits: dict[str, Any]
+
+
+class ReloadResponse(BaseModel):
+    path: str = Field(description="where the bundle in service was read: LABELCLEAN_MODEL")
+    sha256: str = Field(description="its model.onnx's sha256")
+    previous_sha256: str | None = Field(description="the one before (null if none had loaded)")
+    changed: bool = Field(description="false when the bundle there was the one in service")
+    model_version: str = Field(description="what Label Studio sees: labelclean-<sha256[:12]>")

@@ -23,7 +23,7 @@ def test_live_server_honours_the_jobs_contract(server: Server, redis_db, tmp_pat
     found = run_schemathesis(server.url, tmp_path, "--max-examples", "25",
                              "--include-path-regex", "^/jobs")  # fmt: skip
     assert found.returncode == 0, found.stdout[-6000:] + found.stderr[-2000:]
-    assert "Selected: 5/11" in found.stdout, found.stdout
+    assert "Selected: 5/12" in found.stdout, found.stdout
     assert "FAILURES" not in found.stdout and "ERRORS" not in found.stdout, found.stdout
 
 

@@ -50,10 +50,11 @@ def test_app_schema_is_the_contract() -> None:
 def test_contract_paths() -> None:
     paths = yaml.safe_load(CONTRACT.read_text())["paths"]
     jobs = {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/results"}
-    assert set(paths) == {"/classify", "/clean", "/healthz", "/readyz", "/model", "/metrics", *jobs}
+    assert set(paths) == {"/classify", "/clean", "/healthz", "/readyz", "/model", "/model/reload",
+                          "/metrics", *jobs}  # fmt: skip
     assert "security" not in paths["/healthz"]["get"]
-    for path in ("/classify", "/clean", "/readyz", "/model", "/metrics"):
-        method = "post" if path in ("/classify", "/clean") else "get"
+    for path in ("/classify", "/clean", "/readyz", "/model", "/model/reload", "/metrics"):
+        method = "post" if path in ("/classify", "/clean", "/model/reload") else "get"
         assert paths[path][method]["security"] == [{"HTTPBearer": []}]
     for path in jobs:
         for operation in paths[path].values():
@@ -159,12 +160,22 @@ def run_schemathesis(url: str, folder: Path, *args: str) -> subprocess.Completed
 
 
 def test_live_server_honours_contract(server: Server, tmp_path: Path) -> None:
-    """Every operation but /jobs (this server has no Redis and no storage roots): no failure."""
+    """Every operation but /jobs (this server has no Redis and no storage roots): no failure.
+    POST /model/reload is among them: its bundle is the same one, so each call changes nothing,
+    and the server answers as before afterwards."""
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
+        before = client.get("/model").json()["sha256"]
     found = run_schemathesis(server.url, tmp_path, "--max-examples", "25",
                              "--exclude-path-regex", "^/jobs")  # fmt: skip
     assert found.returncode == 0, found.stdout[-6000:] + found.stderr[-2000:]
-    assert "Selected: 6/11" in found.stdout, found.stdout
+    assert "Selected: 7/12" in found.stdout, found.stdout
     assert "FAILURES" not in found.stdout and "ERRORS" not in found.stdout, found.stdout
+    reloads = re.search(r'labelclean_requests_total\{endpoint="/model/reload",method="POST",'
+                        r'status="200"\} (\d+)', server.metrics())  # fmt: skip
+    assert reloads and int(reloads[1]) > 0, "schemathesis did not reload"
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/model").json()["sha256"] == before
 
 
 @pytest.fixture(autouse=True)
