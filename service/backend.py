@@ -26,6 +26,11 @@ Errors the client caused (bad labels, a corrupt image, a full queue) travel back
 exception itself, for the HTTP process's one error mapping; anything else is logged here with
 its traceback and travels as a plain RuntimeError (a 500 without details). It runs in its own
 session (Ctrl-C at the terminal goes to the HTTP process only).
+
+SIGHUP (which ``serve`` passes on: service.server) reloads LABELCLEAN_MODEL as a "reload"
+message does, and tells every HTTP process of a new bundle; with no one to answer, the log says
+what happened. One that comes while the model first loads is ignored (that load reads
+LABELCLEAN_MODEL anyway).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -110,14 +116,27 @@ class InferenceServer:
             if self.model is not None:
                 channel.send(self.model)
 
+    async def _reloaded(self) -> dict[str, Any]:
+        """Reload the engine (raises what it raises); on a new bundle every HTTP process hears
+        of it (and of the state, which a failed first load may have left not ready)."""
+        done = await self.engine.reload()
+        if done["changed"]:
+            e = self.engine
+            self.state = ("state", e.ready, e.reason, e.providers)
+            self.model = ("model", done["path"], done["sha256"])
+            for each in self.channels:
+                each.send(self.state)
+                each.send(self.model)
+        return done
+
     async def _reload(
         self, engine: Engine, channel: FrameChannel, message: tuple[Any, ...]
     ) -> None:
-        """A reload asked by one HTTP process: every one of them hears of the new bundle (and of
-        the state, which a failed first load may have left not ready) before the asker's reply."""
+        """A reload asked by one HTTP process: the others hear of the new bundle before the
+        asker's reply."""
         request_id = message[1]
         try:
-            done = await engine.reload()
+            done = await self._reloaded()
         except EXPECTED as exc:
             channel.send(("error", request_id, exc))
             return
@@ -127,13 +146,29 @@ class InferenceServer:
                 ("error", request_id, RuntimeError("internal error in the inference process"))
             )
             return
-        if done["changed"]:
-            self.state = ("state", engine.ready, engine.reason, engine.providers)
-            self.model = ("model", done["path"], done["sha256"])
-            for each in self.channels:
-                each.send(self.state)
-                each.send(self.model)
         channel.send(("reply", request_id, json.dumps(done).encode()))
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: reload as a "reload" message does; the log line is the answer."""
+        log.info("SIGHUP: loading the bundle at %s", self.engine.settings.model)
+        task = asyncio.get_running_loop().create_task(self._reload_on_signal())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            done = await self._reloaded()
+        except EXPECTED as exc:
+            log.error("SIGHUP: %s; the model in service goes on serving", exc)
+        except Exception:  # noqa: BLE001
+            log.exception("SIGHUP: reload failed; the model in service goes on serving")
+        else:
+            what = "now serving" if done["changed"] else "already serving, nothing changed:"
+            log.info("SIGHUP: %s %s (sha256 %s)", what, done["path"], done["sha256"][:12])
+
+    def on_hangup(self) -> None:
+        """Reload on SIGHUP from now on (once the first load is done)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_on_signal)
 
     async def stop(self) -> None:
         for channel in list(self.channels):
@@ -151,6 +186,7 @@ async def serve(sock: socket.socket, settings: Settings) -> None:
     channel = server.channel(on_closed=lambda _: closed.done() or closed.set_result(None))
     await loop.connect_accepted_socket(lambda: channel, sock)
     await server.load()
+    server.on_hangup()
     await closed
     await server.stop()
 
@@ -168,6 +204,7 @@ async def serve_shared(path: Path, lifeline: socket.socket, settings: Settings) 
     listener = await loop.create_unix_server(server.channel, str(path))
     try:
         await server.load()
+        server.on_hangup()
         await closed
     finally:
         listener.close()
@@ -204,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.fd is None) == (args.listen is None) or (args.listen and args.lifeline is None):
         parser.error("give either FD, or --listen SOCKET --lifeline FD")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the model is first loaded
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),

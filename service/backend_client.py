@@ -119,6 +119,18 @@ class BackendClient:
         await asyncio.get_running_loop().connect_accepted_socket(lambda: channel, ours)
         self._channel = channel
 
+    def forward_signal(self, sig: int) -> bool:
+        """Send ``sig`` to the inference process this client started (one system call: safe in
+        a signal handler); False when there is none (a shared one, or it is restarting)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return False
+        try:
+            os.kill(process.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
     async def _supervise(self) -> None:
         while True:
             assert self._process is not None

@@ -94,6 +94,14 @@ class SharedInference:
                     self._lifeline.close()
                 self._spawn()
 
+    def forward_signal(self, sig: int) -> bool:
+        """Send ``sig`` to the inference process; False while there is none (restarting)."""
+        with self._lock:
+            if self._process is None or self._stopping.is_set():
+                return False
+            self._process.send_signal(sig)  # nothing once it has exited
+            return self._process.returncode is None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Close the lifeline (the inference process exits on it), wait, kill if it hangs."""
         with self._lock:

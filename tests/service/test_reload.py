@@ -2,13 +2,16 @@
 with requests streaming in, the bundle at --model (a symlink) switched to another and reloaded
 answers every request (none dropped, none failed), after which every worker's GET /model and
 Label Studio's model_version are the new bundle's; the same bundle again changes nothing; a
-bundle that does not load is a 409 and the one in service goes on answering."""
+bundle that does not load is a 409 and the one in service goes on answering. SIGHUP to the
+server process does the same (with one worker and with two)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,3 +121,55 @@ def test_reload_switches_bundles_without_dropping_requests(
         files = [("image", ("a.png", images[0], "image/png"))]
         assert c.post("/classify", files=files).status_code == 200
     assert sha256_of(server) == {second}
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_reloads_the_bundle_as_the_admin_call_does(
+    server_factory: Callable[..., Server], bundle_dir: Path, other_bundle_dir: Path,  # noqa: F811
+    tmp_path: Path, images: list[bytes], workers: str,
+) -> None:  # fmt: skip
+    """SIGHUP to the `labelclean serve` process: the bundle now at --model serves (every worker's
+    GET /model), with a log line; the same bundle again changes nothing; one that does not load
+    is logged and the one in service answers on; the server stays up throughout."""
+    from labelclean.model.bundle import load_bundle
+
+    first, second = load_bundle(bundle_dir).sha256, load_bundle(other_bundle_dir).sha256
+    current = tmp_path / "current"
+    current.symlink_to(bundle_dir)
+    env = {"LABELCLEAN_API_KEYS": API_KEY, "LABELCLEAN_DEVICE": "cpu"}
+    server = server_factory(current, env, args=("--workers", workers))
+    assert sha256_of(server) == {first}
+
+    def logged(text: str, times: int = 1) -> Callable[[], bool]:
+        return lambda: server.log.read_text(errors="replace").count(text) >= times
+
+    point(current, other_bundle_dir)
+    os.kill(server.process.pid, signal.SIGHUP)
+    wait_until(lambda: sha256_of(server) == {second}, "every worker to serve the new bundle")
+    wait_until(logged(f"SIGHUP: now serving {current} (sha256 {second[:12]})"), "the log line")
+    with server.client() as c:
+        files = [("image", ("a.png", images[0], "image/png"))]
+        assert c.post("/classify", files=files).status_code == 200
+
+    os.kill(server.process.pid, signal.SIGHUP)  # the same bundle
+    wait_until(logged("SIGHUP: already serving, nothing changed"), "the same bundle's log line")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(other_bundle_dir, broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    point(current, broken)
+    os.kill(server.process.pid, signal.SIGHUP)
+    wait_until(logged("the model in service goes on serving"), "the refusal's log line")
+    assert server.process.poll() is None
+    with server.client() as c:
+        assert c.post("/classify", files=files).status_code == 200
+        assert c.get("/readyz").status_code == 200
+    assert sha256_of(server) == {second}
+    assert "restarting processes" not in server.log.read_text(errors="replace")  # uvicorn's HUP
