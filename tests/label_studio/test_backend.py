@@ -218,3 +218,35 @@ def bundle_dir_of(server: Server) -> Path:
     """The bundle a server serves (its command line)."""
     args = server.process.args
     return Path(args[args.index("--model") + 1])  # type: ignore[union-attr, arg-type]
+
+
+def test_start_training_starts_nothing_and_says_which_commands_retrain(backend, tmp_path: Path):
+    """Label Studio's "Start Training": the service does not train. The answer and the log say
+    so, and give the commands that do, with what the service knows filled in: the reviews'
+    store, and the deployed run's checkpoint when it lies beside the bundle."""
+    from labelclean.service.label_studio.routes import training_steps
+
+    from labelclean.settings import Settings
+
+    server, reviews = backend
+    answer = post(server, "webhook", {"action": "START_TRAINING", "project": {"id": 7}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "not_started"
+    assert "training is not started by the service" in body["result"]
+    assert "labelclean train --human-extra ... --init ..." in body["result"]
+    imports, train, serve = body["steps"]
+    assert imports == f"labelclean import-reviews --reviews {reviews} --out reviews.csv"
+    assert train == ("labelclean train --data DATA --human-extra reviews.csv "
+                     "--init RUN/checkpoint.pt --out NEW_RUN")  # fmt: skip
+    assert "/model/reload" in serve
+    log = server.log.read_text()
+    assert "Label Studio asked to start training: the service does not train" in log
+    assert train in log
+
+    run = tmp_path / "run"
+    (run / "bundle").mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    steps = training_steps(Settings(model=run / "bundle"))
+    assert f"--init {run / 'checkpoint.pt'} " in steps[1]
+    assert "set LABELCLEAN_LABEL_STUDIO_REVIEWS" in steps[0]  # reviews are not kept
