@@ -114,24 +114,29 @@ def test_command_chooses_unverified_images_as_the_selection_does(
     review_data, bundle_dir, bundle, onnx, tmp_path, capsys  # noqa: F811
 ):  # fmt: skip
     data, _, _ = review_data
-    write_human(data / "train-annotations-human-imagelabels.csv", ["img-000", "img-001"])
-    write_human(tmp_path / "reviews.csv", ["img-002"])
     out = tmp_path / "verify.csv"
     argv = ["suggest-verify", "--model", str(bundle_dir), "--data", str(data), "--budget", "6",
-            "--human-extra", str(tmp_path / "reviews.csv"), "--device", "cpu",
-            "--quiet"]  # fmt: skip
+            "--device", "cpu", "--quiet"]  # fmt: skip
+    # With no V yet, then with the first three choices verified (the data's human labels file
+    # and a reviews CSV): they are left out.
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "0 already verified" in capsys.readouterr().out
+    first = [r[1] for r in read_csv(out)[1:4]]
+    write_human(data / "train-annotations-human-imagelabels.csv", first[:2])
+    write_human(tmp_path / "reviews.csv", first[2:])
+    argv += ["--human-extra", str(tmp_path / "reviews.csv")]
     assert main([*argv, "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "6 image(s) to verify of" in said and "3 already verified (left out)" in said
     rows = read_csv(out)
     assert rows[0] == HEADER and [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
     chosen = [r[1] for r in rows[1:]]
-    assert not {"img-000", "img-001", "img-002"} & set(chosen)
+    assert not set(first) & set(chosen)
     # What the selection gives on the queue /clean's code makes of the same images.
     inputs = rq.read_inputs(bundle, data)
     queue = rq.clean_split(bundle, inputs, predict=onnx.run, read=Storage.local().read_bytes,
                            progress=False)  # fmt: skip
-    verified = np.isin(queue.image_ids, ["img-000", "img-001", "img-002"])
+    verified = np.isin(queue.image_ids, first)
     want = suggest(queue.issue, np.isin(queue.verdicts, (rq.REMOVED, rq.ADDED)), budget=6,
                    listed=queue.noisy > 0, image_ids=queue.image_ids,
                    eligible=queue.done & ~verified)  # fmt: skip
