@@ -492,7 +492,8 @@ def _review_args(p: argparse.ArgumentParser) -> None:
         help="issue (default): pairs by issue score, highest first; suggest: images in the "
         "order `labelclean suggest-verify` would choose them for verification (their expected "
         "label changes, classes taking turns, rarest first), each image's pairs by issue "
-        "score; the Label Studio tasks follow it, each with its verify_rank",
+        "score; the Label Studio tasks follow it, each with its verify_rank (verified images "
+        "are not left out here: review reads no human labels, suggest-verify does)",
     )  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default) = CUDA when available")  # fmt: skip
