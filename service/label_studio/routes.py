@@ -254,8 +254,7 @@ def training_steps(settings: Settings) -> list[str]:
         checkpoint = str(beside) if beside.is_file() else checkpoint
     return [
         f"labelclean import-reviews --reviews {reviews} --out reviews.csv",
-        f"labelclean train --data DATA --human-extra reviews.csv --init {checkpoint} "
-        "--out NEW_RUN",
+        f"labelclean train --data DATA --human-extra reviews.csv --init {checkpoint} --out NEW_RUN",
         "point LABELCLEAN_MODEL at NEW_RUN/bundle, then POST /model/reload (or SIGHUP to "
         "`labelclean serve`)",
     ]
