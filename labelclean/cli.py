@@ -240,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init", type=Path,
         help="start from this checkpoint instead of training the noisy phase: a noisy-phase "
-        "one, or a finished run's RUN/checkpoint.pt to continue from that model (e.g. with "
-        "--human-extra reviews)",
+        "one, or a finished run's RUN/checkpoint.pt (or its bundle folder RUN/bundle) to "
+        "continue from that model (e.g. with --human-extra reviews)",
     )  # fmt: skip
     p.add_argument(
         "--resume",

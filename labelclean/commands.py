@@ -110,9 +110,12 @@ def demo_data(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from labelclean.training.checkpoint import init_checkpoint
     from labelclean.training.openimages import read_classes
     from labelclean.training.run import train as run_training
 
+    if args.init is not None:  # a run's bundle folder stands for its checkpoint
+        args.init = init_checkpoint(args.init)
     files = _files(args)
     model_cfg, train_cfg = _configs(args, len(read_classes(files.path(files.classes))))
     data = _load_data(args, model_cfg, train_cfg.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,27 @@ def save_checkpoint(
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def init_checkpoint(path: Path) -> Path:
+    """What ``--init`` names: a checkpoint, or the bundle folder of a run (``RUN/bundle``, as
+    ``labelclean train`` writes it; a deployed model), whose run's ``checkpoint.pt`` training
+    continues from: a bundle holds the ONNX model only, not the weights to train further."""
+    if not (path.is_dir() and (path / "bundle.json").is_file()):
+        return path
+    run = path.resolve().parent
+    found = run / "checkpoint.pt"
+    try:
+        exported = json.loads((run / "report.json").read_text()).get("bundle")
+    except (OSError, ValueError):
+        exported = None
+    if found.is_file() and exported and Path(exported).resolve() == path.resolve():
+        return found
+    raise CheckpointError(
+        f"{path}: a bundle holds the ONNX model only, not the weights training continues from, "
+        f"and it is not the bundle of a run beside its checkpoint ({run}/checkpoint.pt, whose "
+        "report.json names this bundle): pass --init RUN/checkpoint.pt of the run that made it"
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -210,11 +210,11 @@ def test_label_studio_loop_predict_review_retrain_reload(
         assert len(lines) == 1 + 2 * len(classes)  # the edited review and the empty one
         assert sorted(from_export.read_text().splitlines()) == sorted(lines)
 
-        # Retrain with the reviews, from the deployed model: the two reviewed images move
-        # from T to V.
-        run, start = tmp_path / "retrained", deployed.parent / "checkpoint.pt"
+        # Retrain with the reviews, from the deployed model (its bundle folder stands for its
+        # run's checkpoint): the two reviewed images move from T to V.
+        run, start = tmp_path / "retrained", (deployed.parent / "checkpoint.pt").resolve()
         assert main(["train", "--data", str(demo_data), "--human-extra", str(from_store),
-                     "--init", str(start), "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
+                     "--init", str(deployed), "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
         before = json.loads((deployed.parent / "report.json").read_text())["sizes"]
         after = json.loads((run / "report.json").read_text())
         assert (after["sizes"]["T"], after["sizes"]["V"]) == (before["T"] - 2, before["V"] + 2)
