@@ -432,6 +432,24 @@ REVIEW_PARSER = dict(
 )
 
 
+def _queue_input_args(p: argparse.ArgumentParser) -> None:
+    """What review and suggest-verify read beside the bundle: the class list, the images."""
+    p.add_argument(
+        "--classes-file", default="class-descriptions.csv",
+        help="class list under --data, checked against the bundle's classes when present "
+        "(default: class-descriptions.csv)",
+    )  # fmt: skip
+    p.add_argument(
+        "--images", default="images",
+        help="image folder under --data, or s3://bucket/prefix (default: images)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ignore-unknown-labels", action="store_true",
+        help="skip machine label rows whose label the bundle does not know "
+        "(default: stop with an error listing them)",
+    )  # fmt: skip
+
+
 def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="bundle folder")
     p.add_argument(
@@ -448,20 +466,7 @@ def _review_args(p: argparse.ArgumentParser) -> None:
         help="machine labels CSV under --data, ImageID,Source,LabelName,Confidence (default: "
         "{split}-annotations-machine-imagelabels.csv)",
     )
-    p.add_argument(
-        "--classes-file", default="class-descriptions.csv",
-        help="class list under --data, checked against the bundle's classes when present "
-        "(default: class-descriptions.csv)",
-    )  # fmt: skip
-    p.add_argument(
-        "--images", default="images",
-        help="image folder under --data, or s3://bucket/prefix (default: images)",
-    )  # fmt: skip
-    p.add_argument(
-        "--ignore-unknown-labels", action="store_true",
-        help="skip machine label rows whose label the bundle does not know "
-        "(default: stop with an error listing them)",
-    )  # fmt: skip
+    _queue_input_args(p)
     p.add_argument(
         "--min-issue", type=float, default=0.01,
         help="leave out of review.csv the pairs whose issue score is below this (default 0.01: "
@@ -551,20 +556,7 @@ def _suggest_args(p: argparse.ArgumentParser) -> None:
         help="machine labels under --data, the images to choose from "
         "(default: train-annotations-machine-imagelabels.csv)",
     )  # fmt: skip
-    p.add_argument(
-        "--classes-file", default="class-descriptions.csv",
-        help="class list under --data, checked against the bundle's classes when present "
-        "(default: class-descriptions.csv)",
-    )  # fmt: skip
-    p.add_argument(
-        "--images", default="images",
-        help="image folder under --data, or s3://bucket/prefix (default: images)",
-    )  # fmt: skip
-    p.add_argument(
-        "--ignore-unknown-labels", action="store_true",
-        help="skip label rows whose label the bundle does not know "
-        "(default: stop with an error listing them)",
-    )  # fmt: skip
+    _queue_input_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default) = CUDA when available")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32, help="images per ONNX run (default 32)")

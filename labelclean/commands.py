@@ -338,9 +338,21 @@ def worker(args: argparse.Namespace) -> int:
     return run_worker(settings, settings.model, burst=args.burst)
 
 
+def _clean_queue(bundle, inputs, storage, args: argparse.Namespace):
+    """review's and suggest-verify's one pass: every image cleaned by the bundle (--device,
+    --batch-size), as the review queue holds them."""
+    from labelclean.model.runtime import OnnxModel
+    from labelclean.service import review as rq
+
+    model = OnnxModel(bundle, device=args.device)
+    return rq.clean_split(
+        bundle, inputs, predict=model.run, read=storage.read_bytes,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+
+
 def review(args: argparse.Namespace) -> int:
     from labelclean.model.bundle import load_bundle
-    from labelclean.model.runtime import OnnxModel
     from labelclean.service import review as rq
     from labelclean.service.review_html import write_pages
     from labelclean.storage import Storage
@@ -367,11 +379,7 @@ def review(args: argparse.Namespace) -> int:
         (out / "review.csv").touch()
     except OSError as exc:
         raise ValueError(f"--out: {out} is not writable ({exc.strerror or exc})") from None
-    model = OnnxModel(bundle, device=args.device)
-    queue = rq.clean_split(
-        bundle, inputs, predict=model.run, read=storage.read_bytes,
-        batch_size=args.batch_size, progress=not args.quiet,
-    )  # fmt: skip
+    queue = _clean_queue(bundle, inputs, storage, args)
     rows, cols = rq.rank_pairs(queue, min_issue=args.min_issue)
     if args.order == "suggest":
         rows, cols = rq.group_by_image(rows, cols, rq.verify_rank(queue))
@@ -415,7 +423,6 @@ def suggest_verify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from labelclean.model.bundle import load_bundle
-    from labelclean.model.runtime import OnnxModel
     from labelclean.service import review as rq
     from labelclean.storage import Storage
     from labelclean.training import suggest_verify as sv
@@ -451,11 +458,7 @@ def suggest_verify(args: argparse.Namespace) -> int:
             args.out.touch()
         except OSError as exc:
             raise ValueError(f"--out: {args.out} is not writable ({exc.strerror or exc})") from None
-    model = OnnxModel(bundle, device=args.device)
-    queue = rq.clean_split(
-        bundle, inputs, predict=model.run, read=storage.read_bytes,
-        batch_size=args.batch_size, progress=not args.quiet,
-    )  # fmt: skip
+    queue = _clean_queue(bundle, inputs, storage, args)
     unverified = np.asarray([image not in verified for image in queue.image_ids], dtype=bool)
     chosen = sv.suggest(
         queue.issue, np.isin(queue.verdicts, (rq.REMOVED, rq.ADDED)), budget=args.budget,
