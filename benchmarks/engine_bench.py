@@ -35,7 +35,7 @@ def build_wide(out: Path) -> None:
     """Export a random-weight small CNN joint network with 6,012 classes (imports torch)."""
     import numpy as np
     import torch
-    from labelclean.model.bundle import LabelClass
+    from labelclean.model.classes import LabelClass
     from labelclean.model.config import InputSpec, ModelConfig
     from labelclean.model.export import export_bundle
     from labelclean.model.network import LabelCleaningNet

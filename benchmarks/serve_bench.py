@@ -72,7 +72,7 @@ uvicorn.run(app, **uvicorn_options(Settings(port=int(sys.argv[1]), log_level="wa
 def build_resnet50(out: Path) -> None:
     """Export a random-weight ResNet-50 joint network (runs in its own process: torch)."""
     import torch
-    from labelclean.model.bundle import LabelClass
+    from labelclean.model.classes import LabelClass
     from labelclean.model.config import InputSpec, ModelConfig
     from labelclean.model.export import export_bundle
     from labelclean.model.network import LabelCleaningNet

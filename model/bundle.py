@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .classes import LabelClass
 from .config import InputSpec
 from .decision import Decision
 from .hierarchy import Hierarchy
@@ -38,12 +39,6 @@ META_FILE = "bundle.json"
 
 class BundleError(ValueError):
     """A bundle that is missing, malformed, of another format version or tampered with."""
-
-
-@dataclass(frozen=True)
-class LabelClass:
-    id: str  # e.g. Open Images' "/m/01g317"
-    name: str  # display name
 
 
 @dataclass

@@ -36,7 +36,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from PIL import Image
 
-from .bundle import Bundle, LabelClass
+from .bundle import Bundle
+from .classes import LabelClass
 from .config import InputSpec
 from .decision import Decision
 from .labels import InputError, parse_labels, unknown_labels_error

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .bundle import MODEL_FILE, OUTPUTS, Bundle, LabelClass, write_bundle
+from .bundle import MODEL_FILE, OUTPUTS, Bundle, write_bundle
+from .classes import LabelClass
 from .decision import Decision
 from .hierarchy import Hierarchy
 from .network import LabelCleaningNet

@@ -25,12 +25,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .bundle import LabelClass
+from .classes import LabelClass
 
 FILE_NAMES = ("hierarchy.json", "hierarchy.csv")
 """Where training looks for a hierarchy in a data folder when none is named, in this order."""

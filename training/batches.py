@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..model.bundle import LabelClass
+from ..model.classes import LabelClass
 from ..model.config import InputSpec
 from ..model.hierarchy import Hierarchy
 from ..model.preprocess import encode_noisy

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..model.bundle import LabelClass
+from ..model.classes import LabelClass
 from ..model.config import ModelConfig
 from ..model.network import LabelCleaningNet
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.bundle import LabelClass
+from ..model.classes import LabelClass
 from ..model.hierarchy import Hierarchy, find_hierarchy, read_hierarchy
 
 ANNOTATION_COLUMNS = ("ImageID", "LabelName", "Confidence")
