@@ -20,48 +20,30 @@ import argparse
 import asyncio
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "out"
+from common import OUT, ROOT, built_once, export_random_bundle
+
 WIDE_CLASSES = 6012
 IN_FLIGHT = 32
 
 
 def build_wide(out: Path) -> None:
     """Export a random-weight small CNN joint network with 6,012 classes (imports torch)."""
-    import numpy as np
-    import torch
-    from labelclean.model.classes import LabelClass
-    from labelclean.model.config import InputSpec, ModelConfig
-    from labelclean.model.export import export_bundle
-    from labelclean.model.network import LabelCleaningNet
+    from labelclean.model.config import InputSpec
 
-    torch.manual_seed(0)
-    spec = InputSpec(28, 28, 1, [0.5], [0.5])
-    net = LabelCleaningNet(ModelConfig(num_classes=WIDE_CLASSES, input=spec)).eval()
-    rng = np.random.default_rng(0)
-    sample = (
-        rng.standard_normal((2, 1, 28, 28)).astype(np.float32),
-        (rng.random((2, WIDE_CLASSES)) > 0.99).astype(np.float32),
-    )
-    classes = [LabelClass(f"/m/{i:05x}", f"class {i}") for i in range(WIDE_CLASSES)]
-    thresholds = rng.uniform(0.3, 0.99, WIDE_CLASSES).tolist()
-    export_bundle(
-        net, out, classes, sample=sample, thresholds_cleaned=thresholds,
-        thresholds_scores=thresholds, mode="joint", metrics={},
+    ids = [f"/m/{i:05x}" for i in range(WIDE_CLASSES)]
+    export_random_bundle(
+        out, InputSpec(28, 28, 1, [0.5], [0.5]), ids, label_density=0.99,
+        random_thresholds=(0.3, 0.99),
     )  # fmt: skip
 
 
 def wide_bundle() -> Path:
-    out = OUT / "wide_bundle"
-    if not (out / "bundle.json").is_file():
-        print("building the 6,012-class bundle (once) ...", flush=True)
-        subprocess.run([sys.executable, __file__, "--build-wide", str(out)], check=True)
-    return out
+    command = [sys.executable, __file__, "--build-wide", str(OUT / "wide_bundle")]
+    return built_once(OUT / "wide_bundle", "the 6,012-class bundle", command)
 
 
 async def measure(bundle_dir: Path, images: list[bytes], requests: int) -> dict[str, dict]:

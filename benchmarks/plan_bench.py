@@ -39,9 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs_bench import machine, pick_images
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, machine, pick_images
 
 STEP = r"""
 import json, math, sys, time

@@ -24,22 +24,20 @@ servers never do). The demo bundle is demo/run/bundle (`make run` builds it) unl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+from common import OUT, ROOT, built_once, export_random_bundle, free_port, stop_process, wait_up
+from serve_load import drive_main, load_levels
+from serve_report import markdown, verdicts
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "out"
 RESNET_CLASSES = 100
 PHOTOS = [  # real photographs shipped inside installed packages
     "sklearn/datasets/images/china.jpg",
@@ -71,35 +69,16 @@ uvicorn.run(app, **uvicorn_options(Settings(port=int(sys.argv[1]), log_level="wa
 
 def build_resnet50(out: Path) -> None:
     """Export a random-weight ResNet-50 joint network (runs in its own process: torch)."""
-    import torch
-    from labelclean.model.classes import LabelClass
-    from labelclean.model.config import InputSpec, ModelConfig
-    from labelclean.model.export import export_bundle
-    from labelclean.model.network import LabelCleaningNet
+    from labelclean.model.config import InputSpec
 
-    torch.manual_seed(0)
     spec = InputSpec(224, 224, 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    net = LabelCleaningNet(
-        ModelConfig(num_classes=RESNET_CLASSES, backbone="resnet50", input=spec)
-    ).eval()
-    rng = np.random.default_rng(0)
-    sample = (
-        rng.standard_normal((2, 3, 224, 224)).astype(np.float32),
-        (rng.random((2, RESNET_CLASSES)) > 0.9).astype(np.float32),
-    )
-    classes = [LabelClass(f"/bench/{i}", f"class {i}") for i in range(RESNET_CLASSES)]
-    export_bundle(
-        net, out, classes, sample=sample, thresholds_cleaned=[0.5] * RESNET_CLASSES,
-        thresholds_scores=[0.5] * RESNET_CLASSES, mode="joint", metrics={},
-    )  # fmt: skip
+    ids = [f"/bench/{i}" for i in range(RESNET_CLASSES)]
+    export_random_bundle(out, spec, ids, backbone="resnet50", label_density=0.9)
 
 
 def resnet_bundle() -> Path:
-    out = OUT / "resnet50_bundle"
-    if not (out / "bundle.json").is_file():
-        print("building the resnet50 bundle (once) ...", flush=True)
-        subprocess.run([sys.executable, __file__, "--build-resnet50", str(out)], check=True)
-    return out
+    command = [sys.executable, __file__, "--build-resnet50", str(OUT / "resnet50_bundle")]
+    return built_once(OUT / "resnet50_bundle", "the resnet50 bundle", command)
 
 
 def photos() -> list[bytes]:
@@ -156,28 +135,6 @@ def raw_onnxruntime(
 # ---------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(port: int, path: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not come up")
-
-
 def start_service(bundle: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     """``labelclean serve`` on ``bundle``; returns once /readyz is 200 (the provider as asked)."""
     port = free_port()
@@ -204,139 +161,7 @@ def start_bare() -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-# ---------------------------------------------------------------- load generator
-
-
-def request_bytes(port: int, image: bytes, name: str) -> bytes:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + image
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    head = (
-        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    return head + body
-
-
-async def _caller(port: int, requests: list[bytes], offset: int, stop_at: float, lat: list, bad):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = offset
-    try:
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            lat.append(time.perf_counter() - t0)
-            if status != 200:
-                bad.append(status)
-    finally:
-        writer.close()
-
-
-async def _drive(port: int, requests: list[bytes], concurrency: int, seconds: float) -> dict:
-    warm: list[float] = []
-    await asyncio.gather(
-        *(_caller(port, requests, i, time.perf_counter() + min(2.0, seconds / 4), warm, [])
-          for i in range(concurrency))
-    )  # fmt: skip
-    latencies: list[float] = []
-    bad: list[int] = []
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(_caller(port, requests, i, start + seconds, latencies, bad) for i in range(concurrency))
-    )
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1000
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "errors": len(bad),
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
-
-
-def drive(port: int, payload_file: Path, concurrency: int, seconds: float) -> dict:
-    """Run the load generator in another process; returns its figures."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--drive", str(port), str(payload_file), str(concurrency),
-         str(seconds)], capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout)
-
-
-def drive_main(port: int, payload_file: Path, concurrency: int, seconds: float) -> None:
-    payloads = json.loads(payload_file.read_text())
-    requests = [request_bytes(port, bytes.fromhex(p), f"img{i}") for i, p in enumerate(payloads)]
-    # uvloop: the load generator shares the cores with the server; the less CPU it takes per
-    # request, the less it disturbs what is measured (both the service and the bare endpoint).
-    run = getattr(__import__("uvloop"), "run", asyncio.run)
-    print(json.dumps(run(_drive(port, requests, concurrency, seconds))))
-
-
-def server_stats(port: int) -> dict:
-    """Batches and images seen by the service (its /metrics)."""
-    import httpx
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("labelclean_batch_size_sum", "labelclean_batch_size_count")):
-            name, value = line.split()
-            values[name] = float(value)
-    return {
-        "batches": values.get("labelclean_batch_size_count", 0),
-        "images": values.get("labelclean_batch_size_sum", 0),
-    }
-
-
 # ---------------------------------------------------------------- the benchmark
-
-
-def load_levels(port: int, payloads: list[bytes], levels: list[int], seconds: float) -> list:
-    payload_file = OUT / "serve" / f"payload-{port}.json"
-    payload_file.write_text(json.dumps([p.hex() for p in payloads]))
-    rows = []
-    for c in levels:
-        before = server_stats(port) if c else None
-        row = drive(port, payload_file, c, seconds)
-        if before is not None:
-            try:
-                after = server_stats(port)
-                n = after["batches"] - before["batches"]
-                row["mean_batch"] = (after["images"] - before["images"]) / n if n else None
-            except Exception:  # noqa: BLE001 - the bare endpoint has no /metrics
-                pass
-        rows.append(row)
-        print(f"  c={c:<3} {row['requests_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-              f"p99 {row['p99_ms']:7.1f} ms  ({row['requests']} requests, {row['errors']} errors"
-              + (f", mean batch {row['mean_batch']:.1f})" if row.get("mean_batch") else ")"),
-              flush=True)  # fmt: skip
-    payload_file.unlink()
-    return rows
 
 
 def bench_resnet(levels: list[int], seconds: float, env: dict[str, str]) -> dict:
@@ -354,7 +179,7 @@ def bench_resnet(levels: list[int], seconds: float, env: dict[str, str]) -> dict
               "KB JPEG photo per request):", flush=True)  # fmt: skip
         service = load_levels(port, payloads, levels, seconds)
     finally:
-        stop(process)
+        stop_process(process)
     return {"raw": raw, "service": service, "service_provider": provider}
 
 
@@ -369,7 +194,7 @@ def bench_demo(bundle: Path, levels: list[int], seconds: float, env: dict[str, s
         print("bare FastAPI endpoint (receives the multipart upload, nothing else):", flush=True)
         bare = load_levels(port, payloads, levels, seconds)
     finally:
-        stop(process)
+        stop_process(process)
     process, port = start_service(bundle, env)
     try:
         provider = service_provider(port)
@@ -377,66 +202,8 @@ def bench_demo(bundle: Path, levels: list[int], seconds: float, env: dict[str, s
               flush=True)  # fmt: skip
         service = load_levels(port, payloads, levels, seconds)
     finally:
-        stop(process)
+        stop_process(process)
     return {"raw": raw, "bare": bare, "service": service, "service_provider": provider}
-
-
-def verdicts(results: dict) -> list[str]:
-    lines = []
-    if "resnet50" in results:
-        r = results["resnet50"]
-        svc = next(x for x in r["service"] if x["concurrency"] == 32)
-        ratio = svc["requests_per_s"] / r["raw"][32]["images_per_s"]
-        lines.append(f"resnet50: service at c=32 is {ratio:.2f}x raw batch-32 throughput "
-                     f"(target >= 0.8): {'MET' if ratio >= 0.8 else 'MISSED'}")  # fmt: skip
-    if "demo" in results:
-        d = results["demo"]
-        svc32 = next(x for x in d["service"] if x["concurrency"] == 32)
-        bare32 = next(x for x in d["bare"] if x["concurrency"] == 32)
-        ratio = svc32["requests_per_s"] / bare32["requests_per_s"]
-        lines.append(f"demo: service at c=32 is {ratio:.2f}x the bare endpoint's requests/s "
-                     f"(target >= 0.6): {'MET' if ratio >= 0.6 else 'MISSED'}")  # fmt: skip
-        svc1 = next(x for x in d["service"] if x["concurrency"] == 1)
-        bare1 = next(x for x in d["bare"] if x["concurrency"] == 1)
-        budget = bare1["p50_ms"] + d["raw"][1]["batch_ms_p50"] + 5
-        lines.append(
-            f"demo: service p50 at c=1 is {svc1['p50_ms']:.2f} ms, budget bare "
-            f"{bare1['p50_ms']:.2f} + raw {d['raw'][1]['batch_ms_p50']:.2f} + 5 = "
-            f"{budget:.2f} ms: {'MET' if svc1['p50_ms'] <= budget else 'MISSED'}"
-        )
-    return lines
-
-
-def markdown(results: dict) -> str:
-    """The figures as the tables of benchmarks/RESULTS.md."""
-    out = [f"Machine: {results['machine']}; load average before the run: "
-           f"{results['load_before']:.2f}; settings {results['settings']}.", ""]  # fmt: skip
-
-    def rows(title: str, runs: list[dict]) -> None:
-        out.append(f"| {title} | requests/s | p50 ms | p99 ms | mean batch |")
-        out.append("|---|---|---|---|---|")
-        for r in runs:
-            batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else ""
-            out.append(f"| concurrency {r['concurrency']} | {r['requests_per_s']:.1f} | "
-                       f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {batch} |")  # fmt: skip
-        out.append("")
-
-    if "resnet50" in results:
-        raw = results["resnet50"]["raw"]
-        out += ["| resnet50, raw ONNX Runtime | images/s | ms per run |", "|---|---|---|"]
-        out += [f"| batch {n} | {raw[n]['images_per_s']:.1f} | {raw[n]['batch_ms_p50']:.1f} |"
-                for n in (1, 8, 32)]  # fmt: skip
-        out.append("")
-        rows("resnet50 service", results["resnet50"]["service"])
-    if "demo" in results:
-        raw = results["demo"]["raw"]
-        out.append(f"Demo bundle, raw ONNX Runtime: batch 1 {raw[1]['batch_ms_p50']:.2f} ms per "
-                   f"run; batch 32 {raw[32]['images_per_s']:.0f} images/s.")  # fmt: skip
-        out.append("")
-        rows("bare FastAPI endpoint", results["demo"]["bare"])
-        rows("demo service", results["demo"]["service"])
-    out += [f"- {v}" for v in results["verdicts"]]
-    return "\n".join(out) + "\n"
 
 
 def main() -> None:
