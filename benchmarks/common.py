@@ -237,11 +237,13 @@ def export_random_bundle(
 ) -> None:  # fmt: skip
     """Export a joint network with random weights (seed 0) through the project's export path:
     ``class_ids[i]`` named ``class {i}``, thresholds 0.5 or drawn uniformly from
-    ``random_thresholds`` (imports torch: run it in its own process)."""
+    ``random_thresholds``, the paper's decision rule on them (no fitted issue thresholds).
+    Imports torch: run it in its own process."""
     import numpy as np
     import torch
     from labelclean.model.classes import LabelClass
     from labelclean.model.config import ModelConfig
+    from labelclean.model.decision import Decision
     from labelclean.model.export import export_bundle
     from labelclean.model.network import LabelCleaningNet
 
@@ -261,6 +263,7 @@ def export_random_bundle(
     export_bundle(
         net, out, classes, sample=sample, thresholds_cleaned=thresholds,
         thresholds_scores=thresholds, mode="joint", metrics={},
+        decision=Decision.paper(thresholds),
     )  # fmt: skip
 
 

@@ -122,6 +122,7 @@ def service_env(s: Services) -> dict[str, str]:
     return {
         "LABELCLEAN_REDIS_URL": s.redis_url,
         "LABELCLEAN_S3_ENDPOINT_URL": s.endpoint,
+        "LABELCLEAN_STORAGE_ROOTS": f"s3://{BUCKET}/",  # jobs may use this bucket, nothing else
         "LABELCLEAN_DEVICE": "cpu",
     }
 
