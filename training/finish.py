@@ -136,21 +136,9 @@ def finish(
     decision = fit_decision(oof, fit.oof_issue, thresholds["cleaned"], cfg)
     ancestors = data.hierarchy.ancestor_columns(_index(data)) if data.hierarchy else None
     validation = validate(oof, fit.oof_issue, ancestors, cfg.min_precision)
-    test_s, test_c, test_issue = predict_part(net, data.test, device)
-    test = data.test
-    arrays = {
-        "scores": test_s,
-        "cleaned": test_c,
-        "issue": test_issue,
-        "noisy": test.noisy.cpu().numpy(),
-        "human": test.human.cpu().numpy(),
-        "known": test.known.cpu().numpy() > 0,
-    }
-    passes = decision.passes(arrays["noisy"], test_c, test_issue, *decision.cuts())
-    arrays["final"] = consistent(passes, ancestors)
-    np.savez_compressed(out / "test_predictions.npz", **arrays)
+    arrays = _predict_test(net, data, device, decision, ancestors, out)
     metrics = score(
-        test_s, test_c, arrays["noisy"], arrays["human"], arrays["known"],
+        arrays["scores"], arrays["cleaned"], arrays["noisy"], arrays["human"], arrays["known"],
         thresholds["cleaned"], thresholds["noisy"],
     )  # fmt: skip
     metrics.update(issue_summary(arrays, thresholds["noisy"]))
@@ -178,18 +166,48 @@ def finish(
         "hierarchy_edges": len(data.hierarchy.edges) if data.hierarchy else 0,
     }
     if export:
-        rows = torch.arange(min(32, len(test)))
-        sample = test.take(rows, torch.device("cpu"))
-        images = to_input(sample.pixels, net.config.input).numpy()
-        bundle = export_bundle(
-            net, out / "bundle", data.classes,
-            sample=(images, sample.noisy.numpy()),
-            thresholds_cleaned=thresholds["cleaned"], thresholds_scores=thresholds["scores"],
-            decision=decision, mode=cfg.mode, metrics=metrics, hierarchy=data.hierarchy,
-        )  # fmt: skip
-        report["bundle"] = str(bundle.path)
+        report["bundle"] = _export(net, data, out, thresholds, decision, cfg.mode, metrics)
     (out / "decision.json").write_text(json.dumps(decision.to_dict()) + "\n")
     return report
+
+
+def _predict_test(
+    net: LabelCleaningNet, data: TrainingData, device: torch.device, decision: Decision,
+    ancestors: list[np.ndarray] | None, out: Path,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The test split read once: scores, cleaned, issue, the labels, and the final sets (the
+    decision rule, then the hierarchy); saved as test_predictions.npz."""
+    test = data.test
+    test_s, test_c, test_issue = predict_part(net, test, device)
+    arrays = {
+        "scores": test_s,
+        "cleaned": test_c,
+        "issue": test_issue,
+        "noisy": test.noisy.cpu().numpy(),
+        "human": test.human.cpu().numpy(),
+        "known": test.known.cpu().numpy() > 0,
+    }
+    passes = decision.passes(arrays["noisy"], test_c, test_issue, *decision.cuts())
+    arrays["final"] = consistent(passes, ancestors)
+    np.savez_compressed(out / "test_predictions.npz", **arrays)
+    return arrays
+
+
+def _export(
+    net: LabelCleaningNet, data: TrainingData, out: Path, thresholds: dict[str, list[float]],
+    decision: Decision, mode: str, metrics: dict[str, Any],
+) -> str:  # fmt: skip
+    """Write RUN/bundle, its parity checked on up to 32 test images; returns its path."""
+    rows = torch.arange(min(32, len(data.test)))
+    sample = data.test.take(rows, torch.device("cpu"))
+    images = to_input(sample.pixels, net.config.input).numpy()
+    bundle = export_bundle(
+        net, out / "bundle", data.classes,
+        sample=(images, sample.noisy.numpy()),
+        thresholds_cleaned=thresholds["cleaned"], thresholds_scores=thresholds["scores"],
+        decision=decision, mode=mode, metrics=metrics, hierarchy=data.hierarchy,
+    )  # fmt: skip
+    return str(bundle.path)
 
 
 def _index(data: TrainingData) -> dict[str, int]:

@@ -117,10 +117,24 @@ def train(
         net.to(memory_format=torch.channels_last)
     data = place_data(data, device)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings = run_phases(net, data, cfg, phases, device, out, state, start, progress)
+    report = finish(net, data, cfg, out, device, phases, start, export=export, progress=progress)
+    report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run_phases(
+    net: LabelCleaningNet, data: TrainingData, cfg: TrainConfig, phases: list, device: torch.device,
+    out: Path, state: dict[str, Any] | None, start: dict[str, Any] | None, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the schedule's phases (from the checkpoint ``state``'s phase and epoch when resuming),
+    saving RUN/checkpoint.pt after every epoch and, before the first phase that reads V, where
+    the cross-fit's fold networks start; returns each phase's timings."""
     ckpt = out / "checkpoint.pt"
     start_phase, start_epoch = (state["phase_index"], state["epoch"] + 1) if state else (0, 0)
     timings: dict[str, Any] = {}
-    started = time.perf_counter()
     first_v = first_verified_phase(phases)
     for index, (phase, epochs) in enumerate(phases):
         if index < start_phase:
@@ -158,10 +172,7 @@ def train(
             on_epoch_end=save,
             progress=progress,
         )
-    report = finish(net, data, cfg, out, device, phases, start, export=export, progress=progress)
-    report["timings"] = {**timings, "total_seconds": time.perf_counter() - started}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return timings
 
 
 def starting_point(
