@@ -596,12 +596,36 @@ def _import_reviews_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the CSV to write")
 
 
+TRAIN_WORKER_HELP = "run the retraining jobs Label Studio's Start Training queues (needs torch)"
+TRAIN_WORKER_DESCRIPTION = (
+    'Take the retraining jobs that Label Studio\'s "Start Training" queues in Redis (the '
+    "service's /label-studio/webhook, with LABELCLEAN_TRAINING_DATA set) and run them one at a "
+    "time: the reviews (LABELCLEAN_LABEL_STUDIO_REVIEWS) joined to V, `labelclean train "
+    "--human-extra reviews.csv --init MODEL` continued from the model at LABELCLEAN_MODEL, into "
+    "LABELCLEAN_TRAINING_RUNS/<job id>/run (log: train.log beside it). The new bundle is not "
+    "deployed: point LABELCLEAN_MODEL at it and POST /model/reload. A worker that dies loses "
+    "nothing (another begins its job again); SIGTERM stops the training and queues it again."
+)
+
+
+def _train_worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="the bundle in service (default: $LABELCLEAN_MODEL)")
+    p.add_argument("--data", type=Path, help="training data (default: $LABELCLEAN_TRAINING_DATA)")
+    p.add_argument("--runs", type=Path, help="runs folder (default: $LABELCLEAN_TRAINING_RUNS)")
+    p.add_argument("--burst", action="store_true", help="exit once no job is waiting")
+
+
 # Subcommands that never load PyTorch: name -> (help, parser options, arguments). _parse builds
 # their parser alone, since build_parser() reads training defaults, which imports torch.
 TORCH_FREE = {
     "serve": (SERVE_HELP, {"description": SERVE_DESCRIPTION}, _serve_args),
     "clean": (CLEAN_HELP, CLEAN_PARSER, _clean_args),
     "worker": (WORKER_HELP, {"description": WORKER_DESCRIPTION}, _worker_args),
+    "train-worker": (
+        TRAIN_WORKER_HELP,
+        {"description": TRAIN_WORKER_DESCRIPTION},
+        _train_worker_args,
+    ),
     "review": (REVIEW_HELP, REVIEW_PARSER, _review_args),
     "import-reviews": (IMPORT_REVIEWS_HELP, IMPORT_REVIEWS_PARSER, _import_reviews_args),
     "suggest-verify": (SUGGEST_HELP, SUGGEST_PARSER, _suggest_args),

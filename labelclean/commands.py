@@ -338,6 +338,18 @@ def worker(args: argparse.Namespace) -> int:
     return run_worker(settings, settings.model, burst=args.burst)
 
 
+def train_worker(args: argparse.Namespace) -> int:
+    from labelclean.cli import NEEDS_TORCH, torch_missing
+    from labelclean.service.training_worker import run_training_worker
+    from labelclean.settings import Settings
+
+    if torch_missing():
+        raise ValueError(f"it runs `labelclean train`: {NEEDS_TORCH}")
+    given = {"model": args.model, "training_data": args.data, "training_runs": args.runs}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    return run_training_worker(settings, burst=args.burst)
+
+
 def _clean_queue(bundle, inputs, storage, args: argparse.Namespace):
     """review's and suggest-verify's one pass: every image cleaned by the bundle (--device,
     --batch-size), as the review queue holds them."""

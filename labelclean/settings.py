@@ -1,4 +1,4 @@
-"""The one settings object of the service (and of the future worker and offline CLI).
+"""The one settings object of the service (and of the workers and the offline CLI).
 
 Every field can be set from a ``LABELCLEAN_<NAME>`` environment variable, e.g.
 ``LABELCLEAN_MODEL=demo/run/bundle LABELCLEAN_DEVICE=cuda``; an empty variable means the default
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +31,7 @@ from .storage.uris import canonical_root, safe_protocol, shown
 MAX_BODY_BYTES_LIMIT = 1 << 30  # 1 GiB: more than this in one request is never reasonable
 MAX_PIXELS_LIMIT = 178_956_970  # Pillow's own "certainly a decompression bomb" limit
 MAX_IMAGE_BYTES = 32 << 20  # a bulk job's image: read whole, a few batches of them at a time
+TRAINING_WORKER_OPTIONS = ("--data", "--human-extra", "--init", "--out", "--resume")
 KNOWN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "ICO", "MPO")
 
 
@@ -204,6 +206,25 @@ class Settings(BaseSettings):
         "Open Images format); unset = reviews are not kept",
     )
 
+    # Retraining jobs (Label Studio's "Start Training"; `labelclean train-worker` runs them).
+    training_data: Path | None = Field(
+        None,
+        description="the training data folder (Open Images layout, as `labelclean train --data` "
+        "reads it) on the machines of `labelclean train-worker`: set, Label Studio's \"Start "
+        'Training" queues a retraining job in Redis (reviews joined to V, continued from the '
+        "model in service); unset = it starts nothing and answers the commands that retrain",
+    )
+    training_runs: Path | None = Field(
+        None,
+        description="folder where `labelclean train-worker` writes each retraining job's run "
+        "(RUNS/<job id>/: reviews.csv, train.log, run/ with the new bundle)",
+    )
+    training_args: str = Field(
+        "",
+        description="more options for the retraining's `labelclean train` (e.g. `--epochs 3 "
+        "--device cuda`), split as a shell would",
+    )
+
     @field_validator("allowed_formats", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:
@@ -287,6 +308,18 @@ class Settings(BaseSettings):
                 canonical_root(value)
             except BadUri as exc:
                 raise ValueError(f"{shown(value)}: {exc.reason}") from None
+        return value
+
+    @field_validator("training_args")
+    @classmethod
+    def _training_args(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"not split as a shell would: {exc}") from None
+        taken = sorted({w.split("=")[0] for w in words} & set(TRAINING_WORKER_OPTIONS))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by the training worker for each job")
         return value
 
     @field_validator("max_body_bytes")

@@ -16,8 +16,9 @@ image (``images``) and its machine labels (data ``noisy_labels``, as ``labelclea
 exports them; none: every label is the model's to add) are cleaned by the inference process as
 /clean cleans them. A task whose image cannot be read gets ``{"error": ...}`` in its place, which
 Label Studio skips. The webhook turns annotations into human-verified labels (``reviews``).
-START_TRAINING (Label Studio's "Start Training") starts nothing: the service does not train;
-the answer and the log give the commands that do (``training_steps``).
+START_TRAINING (Label Studio's "Start Training") queues a retraining job for `labelclean
+train-worker` where LABELCLEAN_TRAINING_DATA is set, else answers the commands that retrain
+(``training``); GET /training/{job} says how a job goes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ...model.bundle import Bundle
-from ...settings import Settings
 from ...storage import Storage
 from ..auth import matching_key
 from ..errors import InvalidInput, Unauthorized
@@ -41,6 +41,7 @@ from .config import ProjectConfig
 from .images import ImageUnavailable, TaskImages
 from .predictions import model_version, prediction
 from .reviews import ReviewStore, read_annotation
+from .training import start_training, training_job, training_jobs
 
 log = logging.getLogger("labelclean.service")
 router = APIRouter(prefix="/label-studio", tags=["label-studio"])
@@ -243,48 +244,38 @@ def _apply(store: ReviewStore, action: str, body: dict[str, Any], project: dict[
     return {"saved": saved, "withdrawn": withdrawn}
 
 
-def training_steps(settings: Settings) -> list[str]:
-    """The commands that retrain from the reviews and serve the result, with what the service
-    knows filled in (the reviews' store, the deployed run's checkpoint when it lies beside the
-    bundle) and placeholders for the rest."""
-    reviews = settings.label_studio_reviews or "REVIEWS (set LABELCLEAN_LABEL_STUDIO_REVIEWS)"
-    checkpoint = "RUN/checkpoint.pt"
-    if settings.model is not None:
-        beside = settings.model.resolve().parent / "checkpoint.pt"
-        checkpoint = str(beside) if beside.is_file() else checkpoint
-    return [
-        f"labelclean import-reviews --reviews {reviews} --out reviews.csv",
-        f"labelclean train --data DATA --human-extra reviews.csv --init {checkpoint} --out NEW_RUN",
-        "point LABELCLEAN_MODEL at NEW_RUN/bundle, then POST /model/reload (or SIGHUP to "
-        "`labelclean serve`)",
-    ]
-
-
 @router.post("/webhook")
 async def webhook(request: Request) -> dict[str, Any]:
     """Annotations created, edited or deleted become, change or withdraw verified labels;
-    START_TRAINING starts nothing (the answer and the log say which commands retrain); other
+    START_TRAINING queues a retraining where the deployment allows it (``training``); other
     events ignored."""
     state, shared = _shared(request)
     body = await _json(request)
     action = str(body.get("action") or "")
+    project = body.get("project") if isinstance(body.get("project"), dict) else {}
     if action == "START_TRAINING":
-        steps = training_steps(state.settings)
-        log.warning("Label Studio asked to start training: the service does not train. "
-                    "Retrain with: %s", "; ".join(steps))  # fmt: skip
-        return {
-            "status": "not_started",
-            "result": "training is not started by the service: retrain with `labelclean "
-            "train --human-extra ... --init ...` on a machine with the training data (steps)",
-            "steps": steps,
-        }
+        return await start_training(request, project)
     if action not in ANNOTATION_EVENTS + DELETE_EVENTS:
         return {"status": "ignored", "action": action[:40]}
     if shared.store is None:
         log.warning("Label Studio %s not kept: LABELCLEAN_LABEL_STUDIO_REVIEWS is not set", action)
         return {"status": "ignored", "reason": "LABELCLEAN_LABEL_STUDIO_REVIEWS is not set"}
-    project = body.get("project") if isinstance(body.get("project"), dict) else {}
     bundle = _bundle(state)
     async with shared.lock:
         result = await asyncio.to_thread(_apply, shared.store, action, body, project, bundle)
     return {"status": "ok", "result": result}
+
+
+@router.get("/training/{job_id}")
+async def training(request: Request, job_id: str) -> dict[str, Any]:
+    """A retraining job START_TRAINING queued: state (queued, running, succeeded, failed), its
+    run and new bundle, the run's figures, or why it failed."""
+    _shared(request)
+    return await training_job(request, job_id)
+
+
+@router.get("/training")
+async def trainings(request: Request) -> dict[str, Any]:
+    """The newest retraining jobs, newest first."""
+    _shared(request)
+    return await training_jobs(request)

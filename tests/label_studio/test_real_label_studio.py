@@ -7,8 +7,9 @@ image uploaded; the service connected as the ML backend with basic auth (a key a
 password), Label Studio asks it for every task's prediction: they are what the review export
 predicted. Reviews posted, edited, skipped and deleted through Label Studio's API reach the
 service by the backend's webhook (given the key as a header) and become verified labels, the
-same ones `labelclean import-reviews` reads from Label Studio's own export. A retrain with them
-from the deployed model (--human-extra, --init) moves the reviewed images from T to V; reloaded
+same ones `labelclean import-reviews` reads from Label Studio's own export. Label Studio's Start
+Training queues a retraining job that `labelclean train-worker` runs: with them, from the
+deployed model (--human-extra, --init), it moves the reviewed images from T to V; reloaded
 in the service (POST /model/reload), it gives Label Studio a new model version, and Label Studio
 predicts every task again. With the webhook switched off, no review comes back and this test
 fails."""
@@ -18,6 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shlex
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -28,6 +33,7 @@ import pytest
 from labelclean.cli import main
 
 from ..conftest import FAST_TRAIN, TINY
+from ..jobs.conftest import RedisServer, redis_factory  # noqa: F401 - fixture
 from ..service.conftest import API_KEY, Server
 from ..service.test_reload import point
 from .conftest import service_env
@@ -93,6 +99,7 @@ def retrieve_predictions(api, project: int) -> dict[int, dict]:  # noqa: ANN001
 
 def test_label_studio_loop_predict_review_retrain_reload(
     demo_data: Path, deployed: Path, server_factory: Callable[..., Server], tmp_path: Path,
+    redis_factory: Callable[..., RedisServer],  # noqa: F811
 ) -> None:  # fmt: skip
     images = (demo_data / "images").resolve()
     out = tmp_path / "review"
@@ -110,10 +117,17 @@ def test_label_studio_loop_predict_review_retrain_reload(
 
     with label_studio(tmp_path / "ls", images=images) as ls, ls.api as api:
         print(f"Label Studio up in {ls.started_s:.1f} s")
-        service = server_factory(current, service_env(
+        env = service_env(
             images, reviews, LABELCLEAN_LABEL_STUDIO_URL=ls.url,
             LABELCLEAN_LABEL_STUDIO_TOKEN=ls.token, LABELCLEAN_MAX_IMAGES="16",
-        ))  # fmt: skip
+            LABELCLEAN_REDIS_URL=redis_factory().url, LABELCLEAN_MODEL=str(current),
+            LABELCLEAN_TRAINING_DATA=str(demo_data),
+            LABELCLEAN_TRAINING_RUNS=str(tmp_path / "runs"),
+            LABELCLEAN_TRAINING_ARGS=shlex.join(FAST_TRAIN),
+        )  # fmt: skip
+        service = server_factory(current, env)
+        outside = {k: v for k, v in os.environ.items() if not k.startswith("LABELCLEAN_")}
+        training_env = {**outside, **env}
         project = api.post("/api/projects", json={"title": "labelclean review",
                                                   "label_config": config}).json()["id"]  # fmt: skip
         storage = api.post("/api/storages/localfiles", json={
@@ -210,11 +224,25 @@ def test_label_studio_loop_predict_review_retrain_reload(
         assert len(lines) == 1 + 2 * len(classes)  # the edited review and the empty one
         assert sorted(from_export.read_text().splitlines()) == sorted(lines)
 
-        # Retrain with the reviews, from the deployed model (its bundle folder stands for its
-        # run's checkpoint): the two reviewed images move from T to V.
-        run, start = tmp_path / "retrained", (deployed.parent / "checkpoint.pt").resolve()
-        assert main(["train", "--data", str(demo_data), "--human-extra", str(from_store),
-                     "--init", str(deployed), "--out", str(run), *FAST_TRAIN]) == 0  # fmt: skip
+        # Start Training in Label Studio: it sends START_TRAINING to the backend, which queues
+        # a retraining job; a training worker retrains with the webhook's reviews from the
+        # deployed model (its bundle folder stands for its run's checkpoint): the two reviewed
+        # images move from T to V.
+        trained = api.post(f"{ml}/train", json={})
+        assert trained.status_code == 200, trained.text
+        with service.client() as c:
+            [job] = c.get("/label-studio/training").json()["jobs"]
+        assert job["state"] == "queued" and job["project"] == str(project), job
+        worker = subprocess.run(
+            [sys.executable, "-m", "labelclean", "train-worker", "--burst"],
+            env=training_env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        with service.client() as c:
+            job = c.get(f"/label-studio/training/{job['id']}").json()
+        assert job["state"] == "succeeded", job
+        run, start = Path(job["run"]), (deployed.parent / "checkpoint.pt").resolve()
+        assert (run.parent / "reviews.csv").read_text() == from_store.read_text()
         before = json.loads((deployed.parent / "report.json").read_text())["sizes"]
         after = json.loads((run / "report.json").read_text())
         assert (after["sizes"]["T"], after["sizes"]["V"]) == (before["T"] - 2, before["V"] + 2)
