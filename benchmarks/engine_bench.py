@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/engine_bench.py                # demo bundle and a 6,012-class one
     .venv/bin/python benchmarks/engine_bench.py --requests 6000
 
-The engine (service.engine: decode, dynamic batcher, ONNX Runtime with one thread, the shared
-classify/clean functions, JSON) answers /classify (``top_k`` 10) and /clean (two noisy labels
-per image) for one real 28x28 PNG per request, 32 requests in flight, on one event loop. It
-prints process CPU and main-thread CPU per request (the best of three rounds), so costs that
-grow with the number of classes show up: Open Images, the paper's data set, has 6,012.
+The engine (service.inference.engine: decode, dynamic batcher, ONNX Runtime with one thread, the
+shared classify/clean functions, JSON) answers /classify (``top_k`` 10) and /clean (two noisy labels
+per image) for one real 28x28 PNG per request, 32 requests in flight, on one event loop. It prints
+process CPU and main-thread CPU per request (the best of three rounds), so costs that grow with the
+number of classes show up: Open Images, the paper's data set, has 6,012.
 
 - demo: demo/run/bundle (`make run` builds it), 15 classes.
 - wide: the demo's small CNN with 6,012 classes and random weights, exported once by the
@@ -48,7 +48,7 @@ def wide_bundle() -> Path:
 
 async def measure(bundle_dir: Path, images: list[bytes], requests: int) -> dict[str, dict]:
     from labelclean.model.bundle import load_bundle
-    from labelclean.service.engine import Engine
+    from labelclean.service.inference.engine import Engine
 
     from labelclean.settings import Settings
 

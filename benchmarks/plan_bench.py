@@ -15,11 +15,11 @@ What runs, per size N (under ``--out``, default benchmarks/out/plan/, removed af
   listing (the storage's ``list`` of that folder yields the N names in a scrambled order, as a
   local folder lists) where N files would not fit the disk's inodes;
 - ``plan``: a process that loads the bundle (as a worker or ``labelclean clean`` has it loaded)
-  and runs ``service.bulk.plan`` on local files: listing, the CSV, chunk manifests of
+  and runs ``service.jobs.steps.plan`` on local files: listing, the CSV, chunk manifests of
   ``--chunk-size`` images under the output's ``_work/``, plan-errors.csv, plan.json;
 - ``finalize``: chunk results are generated for every manifest (what the workers would store:
   each image's rows, kept or removed, ``--added`` added labels per image), then a process that
-  loads the bundle runs ``service.bulk.finalize``: cleaned.csv, errors.csv, summary.json.
+  loads the bundle runs ``service.jobs.steps.finalize``: cleaned.csv, errors.csv, summary.json.
 Each step reports its wall time, CPU time, images/s and peak RSS (VmHWM of the step's process),
 and the RSS after loading the bundle (before the step). With ``--clean-sizes``, ``labelclean
 clean`` also runs end to end on real images (plan, cleaning, finalize, tidy-up). Figures go to

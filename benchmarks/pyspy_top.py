@@ -25,8 +25,11 @@ CATEGORIES = [
         "S3 client (s3fs, aiobotocore, aiohttp)",
         ("s3fs/", "aiobotocore/", "botocore/", "aiohttp/", "aiohappyeyeballs/"),
     ),  # fmt: skip
-    ("csv/json of the job", ("service/bulk", "csv", "json/")),
-    ("asyncio, threads", ("asyncio/", "threading.py", "service/threads.py", "concurrent/")),
+    ("csv/json of the job", ("service/jobs/steps", "csv", "json/")),
+    (
+        "asyncio, threads",
+        ("asyncio/", "threading.py", "service/inference/threads.py", "concurrent/"),
+    ),
 ]
 
 

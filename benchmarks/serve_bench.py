@@ -48,7 +48,7 @@ PHOTOS = [  # real photographs shipped inside installed packages
 BARE_APP = """
 import sys, uvicorn
 from fastapi import FastAPI, Request
-from labelclean.service.server import uvicorn_options
+from labelclean.service.http.server import uvicorn_options
 from labelclean.settings import Settings
 
 app = FastAPI()

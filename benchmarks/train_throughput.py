@@ -20,6 +20,7 @@ import torch
 from labelclean.model.backbones import default_input_spec
 from labelclean.model.config import ModelConfig
 from labelclean.model.network import LabelCleaningNet
+from labelclean.model.openimages import DataFiles
 from labelclean.training.batches import Batch, prepare_data
 from labelclean.training.loop import (
     Stepper,
@@ -28,7 +29,6 @@ from labelclean.training.loop import (
     make_optimizer,
     run_phase,
 )
-from labelclean.training.openimages import DataFiles
 from labelclean.training.run import place_data, resolve_device
 
 

@@ -4,7 +4,7 @@
     -> (ApiKey(name="team-a", ...), ApiKey(name="key-3f2a9c1e", ...))
 
 The name says who a caller is in logs; it is never a secret and never the job's owner (that is
-a keyed hash of the key itself, service.job_owner). An unnamed key is named ``key-`` and the
+a keyed hash of the key itself, service.jobs.owners). An unnamed key is named ``key-`` and the
 first 8 hex digits of its SHA-256, so it can be told apart in logs without showing it. A name is
 what comes before the first ``:`` when that is 1-64 letters, digits, ``.``, ``_`` or ``-``;
 otherwise the whole entry is the key. Torch-free and free of the web stack (settings use it).

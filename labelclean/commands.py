@@ -16,7 +16,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _files(args: argparse.Namespace):
-    from labelclean.training.openimages import DataFiles
+    from labelclean.model.openimages import DataFiles
 
     return DataFiles(
         args.data,
@@ -110,8 +110,8 @@ def demo_data(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from labelclean.model.openimages import read_classes
     from labelclean.training.checkpoint import init_checkpoint
-    from labelclean.training.openimages import read_classes
     from labelclean.training.run import train as run_training
 
     if args.init is not None:  # a run's bundle folder stands for its checkpoint
@@ -155,8 +155,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def benchmark(args: argparse.Namespace) -> int:
+    from labelclean.model.openimages import read_classes
     from labelclean.training.benchmark import run_benchmark
-    from labelclean.training.openimages import read_classes
 
     files = _files(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -228,9 +228,9 @@ def export(args: argparse.Namespace) -> int:
 
 
 def _parity_batch(args: argparse.Namespace, spec, num_classes: int):
+    from labelclean.model.openimages import DataFiles, load_dataset
     from labelclean.model.preprocess import normalize
     from labelclean.training.images import load_images, open_source
-    from labelclean.training.openimages import DataFiles, load_dataset
 
     files = DataFiles(args.data)
     test = load_dataset(files).test
@@ -259,7 +259,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from labelclean.model.bundle import load_bundle
-    from labelclean.service.server import run_server
+    from labelclean.service.http.server import run_server
     from labelclean.settings import Settings
 
     given = {k: getattr(args, k) for k in ("model", "host", "port", "workers", "device")}
@@ -285,8 +285,8 @@ def clean(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from labelclean.model.labels import InputError
-    from labelclean.service.bulk import JobOptions, JobSpec
-    from labelclean.service.offline import run_offline
+    from labelclean.service.jobs.offline import run_offline
+    from labelclean.service.jobs.steps import JobOptions, JobSpec
     from labelclean.storage import Storage
 
     threshold = args.threshold
@@ -328,7 +328,7 @@ def clean(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from labelclean.service.worker import run_worker
+    from labelclean.service.jobs.worker import run_worker
     from labelclean.settings import Settings
 
     given = {k: getattr(args, k) for k in ("model", "device")}
@@ -340,7 +340,7 @@ def worker(args: argparse.Namespace) -> int:
 
 def train_worker(args: argparse.Namespace) -> int:
     from labelclean.cli import NEEDS_TORCH, torch_missing
-    from labelclean.service.training_worker import run_training_worker
+    from labelclean.service.review.retrain_worker import run_training_worker
     from labelclean.settings import Settings
 
     if torch_missing():
@@ -354,7 +354,7 @@ def _clean_queue(bundle, inputs, storage, args: argparse.Namespace):
     """review's and suggest-verify's one pass: every image cleaned by the bundle (--device,
     --batch-size), as the review queue holds them."""
     from labelclean.model.runtime import OnnxModel
-    from labelclean.service import review as rq
+    from labelclean.service.review import queue as rq
 
     model = OnnxModel(bundle, device=args.device)
     return rq.clean_split(
@@ -365,8 +365,8 @@ def _clean_queue(bundle, inputs, storage, args: argparse.Namespace):
 
 def review(args: argparse.Namespace) -> int:
     from labelclean.model.bundle import load_bundle
-    from labelclean.service import review as rq
-    from labelclean.service.review_html import write_pages
+    from labelclean.service.review import queue as rq
+    from labelclean.service.review.html import write_pages
     from labelclean.storage import Storage
 
     for flag, value, low in (("--per-page", args.per_page, 1), ("--top", args.top, 0),
@@ -418,8 +418,8 @@ def review(args: argparse.Namespace) -> int:
         f"{out / 'index.html'}"
     )
     if args.format == "label-studio":
-        from labelclean.service import review_labelstudio as ls
-        from labelclean.service.label_studio.predictions import model_version
+        from labelclean.service.review.label_studio import export as ls
+        from labelclean.service.review.label_studio.predictions import model_version
 
         prefix = args.image_url or ls.default_image_url(inputs.images_uri)
         tasks = ls.write_label_studio(
@@ -435,9 +435,9 @@ def suggest_verify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from labelclean.model.bundle import load_bundle
-    from labelclean.service import review as rq
+    from labelclean.service.review import queue as rq
+    from labelclean.service.review import suggest as sv
     from labelclean.storage import Storage
-    from labelclean.training import suggest_verify as sv
 
     if args.budget < 1:
         raise ValueError(f"--budget: must be at least 1, got {args.budget}")
@@ -495,7 +495,7 @@ def suggest_verify(args: argparse.Namespace) -> int:
 
 
 def import_reviews(args: argparse.Namespace) -> int:
-    from labelclean.service.label_studio import imports
+    from labelclean.service.review.label_studio import imports
 
     if args.label_studio is not None:
         if args.model is None:

@@ -7,10 +7,10 @@ environment, the same as the checked process has in its container.
     python -m labelclean.healthcheck worker       # a live `labelclean worker` on this host
 
 The API check asks the server itself (with the first API key when keys are on). The worker check
-reads the heartbeats in Redis: every worker refreshes ``labelclean:worker:<name>`` every few
-seconds with a short expiry (service/worker.py), and the check passes when one of them names this
-host and a process that is alive here. Torch-free and quick: nothing but the settings, urllib and
-redis is imported.
+reads the heartbeats in Redis: every worker refreshes ``labelclean:worker:<name>`` every few seconds
+with a short expiry (service/jobs/worker.py), and the check passes when one of them names this host
+and a process that is alive here. Torch-free and quick: nothing but the settings, urllib and redis
+is imported.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import sys
 import urllib.error
 import urllib.request
 
-from .service.job_store import PREFIX
+from .service.jobs.store import PREFIX
 from .settings import Settings
 
-HEARTBEAT_PREFIX = PREFIX + "worker:"  # + the worker's name (service/job_store.py, heartbeat)
+HEARTBEAT_PREFIX = PREFIX + "worker:"  # + the worker's name (service/jobs/store.py, heartbeat)
 TIMEOUT_S = 4.0
 
 

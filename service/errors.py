@@ -25,7 +25,7 @@ from starlette.routing import Match
 from ..model.labels import InputError
 from ..model.preprocess import CorruptImage, ImageError, ImageTooLarge, UnsupportedImage
 from ..storage import StorageError
-from .job_errors import frames
+from .failures import frames
 
 log = logging.getLogger("labelclean.service")
 
@@ -218,7 +218,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A logged 500. The log names the exception's type and where it was raised, not its
-    text, which may quote what the request or a file held (service.job_errors)."""
+    text, which may quote what the request or a file held (service.failures)."""
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, frames(exc))
     return error_response(500, "internal_error", "internal error (logged by the server)")
 

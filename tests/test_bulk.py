@@ -1,4 +1,4 @@
-"""The bulk job core (service/bulk.py) on real images: every image's rows are what the /clean
+"""The bulk job core (service/jobs/steps.py) on real images: every image's rows are what the /clean
 path gives for it, broken images and bad CSV rows are listed while the job completes, the
 summary counts the rows, storing twice is harmless, reading overlaps inference, and the same
 job over moto's S3 server gives the same files."""
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from labelclean.model.labels import InputError
-from labelclean.service import bulk
-from labelclean.service.bulk import JobOptions, JobSpec
+from labelclean.service.jobs import steps as bulk
+from labelclean.service.jobs.steps import JobOptions, JobSpec
 
 from labelclean.storage import Storage
 

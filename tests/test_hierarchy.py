@@ -280,8 +280,8 @@ def test_verdicts_are_a_fixed_point_on_random_images(rule: str) -> None:
 
 
 def test_demo_data_hierarchy_is_its_super_classes(tiny_data: Path) -> None:
+    from labelclean.model.openimages import read_classes
     from labelclean.training.demo_data import LABEL_NAMES
-    from labelclean.training.openimages import read_classes
 
     h = read_hierarchy(
         tiny_data / "hierarchy.json", read_classes(tiny_data / "class-descriptions.csv")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from labelclean.model.runtime import OnnxModel
-from labelclean.service import offline
+from labelclean.service.jobs import offline
 
 from labelclean.cli import main
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from labelclean.training.openimages import DataError, DataFiles, load_dataset, read_classes
+from labelclean.model.openimages import DataError, DataFiles, load_dataset, read_classes
 
 HEADER = "ImageID,Source,LabelName,Confidence\n"
 

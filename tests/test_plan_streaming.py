@@ -1,4 +1,4 @@
-"""A bulk job's plan in flat memory (service/bulk_plan.py, service/sorted_runs.py): spilled to
+"""A bulk job's plan in flat memory (service/jobs/plan.py, service/jobs/sorted_runs.py): spilled to
 sorted runs it writes exactly what it writes in memory, memory holds at most a run's worth of
 records, input already in order is chained (no merge), manifests in flight are bounded, the
 scratch folder goes in every case, and finalize counts the plan's errors while streaming them."""
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from labelclean.model.labels import InputError
-from labelclean.service import bulk, bulk_io, bulk_plan, sorted_runs
-from labelclean.service.bulk import JobSpec
-from labelclean.service.sorted_runs import SortedRuns
+from labelclean.service.jobs import files as bulk_io
+from labelclean.service.jobs import plan as bulk_plan
+from labelclean.service.jobs import sorted_runs
+from labelclean.service.jobs import steps as bulk
+from labelclean.service.jobs.sorted_runs import SortedRuns
+from labelclean.service.jobs.steps import JobSpec
 
 from labelclean.storage import Storage
 

@@ -25,9 +25,9 @@ import pytest
 from labelclean.model.bundle import LabelClass, load_bundle
 from labelclean.model.cleaning import CleanResult, clean_images_sync
 from labelclean.model.runtime import OnnxModel
-from labelclean.service.review import VERDICTS, Queue, rank_pairs
-from labelclean.service.review_html import thumb_name
-from labelclean.service.review_labelstudio import tasks as ls_tasks
+from labelclean.service.review.html import thumb_name
+from labelclean.service.review.label_studio.export import tasks as ls_tasks
+from labelclean.service.review.queue import VERDICTS, Queue, rank_pairs
 
 from labelclean.cli import main
 

@@ -1,4 +1,4 @@
-"""Which images to verify next (issue 18, part 4): ``training.suggest_verify`` chooses by
+"""Which images to verify next (issue 18, part 4): ``service.review.suggest`` chooses by
 expected label changes with classes taking turns, rarest first; ``labelclean suggest-verify``
 writes that choice for a real bundle and real images, leaving V out; ``labelclean review --order
 suggest`` lists the images in the same order; ``demo_data.training_truth`` gives the demo's true
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from labelclean.service import review as rq
-from labelclean.training.suggest_verify import BY_CHANGES, order_all, suggest, uncertainty
+from labelclean.service.review import queue as rq
+from labelclean.service.review.suggest import BY_CHANGES, order_all, suggest, uncertainty
 
 from labelclean.cli import main
 from labelclean.storage import Storage

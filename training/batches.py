@@ -16,9 +16,9 @@ import torch
 from ..model.classes import LabelClass
 from ..model.config import InputSpec
 from ..model.hierarchy import Hierarchy
+from ..model.openimages import DataError, DataFiles, Split, load_dataset
 from ..model.preprocess import encode_noisy
 from .images import LoadFailure, load_images, open_source
-from .openimages import DataError, DataFiles, Split, load_dataset
 
 
 @dataclass

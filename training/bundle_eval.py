@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.bundle import load_bundle
+from ..model.openimages import DataError, DataFiles, load_dataset
 from ..model.preprocess import encode_noisy, normalize
 from ..model.runtime import Device, OnnxModel
 from .decision_fit import consistent
 from .evaluate import predict_batches, score
 from .images import load_images, open_source
 from .issue_detection import issue_summary
-from .openimages import DataError, DataFiles, load_dataset
 from .validation import decision_metrics
 
 

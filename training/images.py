@@ -17,9 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..model.config import InputSpec
+from ..model.openimages import DataError
 from ..model.preprocess import ImageError, load_pixels
 from ..storage import Storage, StorageError, split_uri
-from .openimages import DataError
 
 
 class ImageSource(Protocol):

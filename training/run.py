@@ -17,6 +17,7 @@ import torch
 
 from ..model.config import ModelConfig
 from ..model.network import LabelCleaningNet
+from ..model.openimages import DataError
 from .batches import TrainingData
 from .checkpoint import (
     CheckpointError,
@@ -27,7 +28,6 @@ from .checkpoint import (
 )
 from .finish import finish, first_verified_phase, save_start
 from .loop import NEEDS_VERIFIED, TrainConfig, phases_for, resolve_schedule, run_phase
-from .openimages import DataError
 
 GPU_RESIDENT_SHARE = 0.25  # keep the decoded data on the GPU when it takes less than this
 

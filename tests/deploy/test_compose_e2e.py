@@ -41,7 +41,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from labelclean.service.job_store import PREFIX
+from labelclean.service.jobs.store import PREFIX
 
 from tests.s3_server import moto_s3
 from tests.service.conftest import CLASSES, fashion_pixels, free_port, png

@@ -1,6 +1,6 @@
 """Tests only: ``labelclean worker`` that waits between cleaning each chunk and storing it, so that
 a test can stop, kill or outrun it while it holds the chunk. The wait is injected here, by
-wrapping ``service.bulk.process_chunk`` in this process: production code reads no test knob.
+wrapping ``service.jobs.steps.process_chunk`` in this process: production code reads no test knob.
 
     python tests/jobs/slow_worker.py DELAY_S worker --model BUNDLE [--burst]
 
@@ -14,7 +14,7 @@ import asyncio
 import sys
 from typing import Any
 
-from labelclean.service import bulk
+from labelclean.service.jobs import steps as bulk
 
 from labelclean.cli import main
 

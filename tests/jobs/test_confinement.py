@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labelclean.service.job_store import QUEUE
+from labelclean.service.jobs.store import QUEUE
 
 from .conftest import CLASSES, Dataset, Server, Workers
 

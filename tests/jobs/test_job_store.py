@@ -9,10 +9,10 @@ import warnings
 
 import pytest
 import redis
-from labelclean.service.auth import ANONYMOUS, Caller
-from labelclean.service.job_owner import Owners
-from labelclean.service.job_queue import JobQueue, dead_letters
-from labelclean.service.job_store import (
+from labelclean.service.http.auth import ANONYMOUS, Caller
+from labelclean.service.jobs.owners import Owners
+from labelclean.service.jobs.queue import JobQueue, dead_letters
+from labelclean.service.jobs.store import (
     DEAD,
     JOBS,
     QUEUE,

@@ -1,14 +1,14 @@
 """Stale jobs, the indexes' retention and the chunk wall-time limit against a real redis-server
-(no model, no storage): the steps the API's sweep (service.job_upkeep) and a worker's queue
-(service.job_queue) take, in the order they take them."""
+(no model, no storage): the steps the API's sweep (service.jobs.upkeep) and a worker's queue
+(service.jobs.queue) take, in the order they take them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from labelclean.service.job_queue import JobQueue
-from labelclean.service.job_store import JOBS, CreateOutcome, JobState, owner_jobs_key
-from labelclean.service.job_upkeep import JobUpkeep
+from labelclean.service.jobs.queue import JobQueue
+from labelclean.service.jobs.store import JOBS, CreateOutcome, JobState, owner_jobs_key
+from labelclean.service.jobs.upkeep import JobUpkeep
 
 from .conftest import RedisServer
 from .test_job_store import SPEC, _store, run

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from labelclean.service import bulk
-from labelclean.service.job_store import GROUP, QUEUE, JobStore, job_key, redis_client
+from labelclean.service.jobs import steps as bulk
+from labelclean.service.jobs.store import GROUP, QUEUE, JobStore, job_key, redis_client
 
 from labelclean.storage import Storage
 

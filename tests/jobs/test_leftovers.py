@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from labelclean.service import leftovers
-from labelclean.service.job_store import PREFIX
+from labelclean.service.jobs import leftovers
+from labelclean.service.jobs.store import PREFIX
 
 from labelclean.storage import Storage
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from labelclean.service.job_store import JOBS, QUEUE, job_key
+from labelclean.service.jobs.store import JOBS, QUEUE, job_key
 
 from .conftest import (
     BUCKET,

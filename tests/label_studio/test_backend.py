@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from labelclean.model.bundle import load_bundle
-from labelclean.training.openimages import read_annotations
+from labelclean.model.openimages import read_annotations
 
 from labelclean.cli import main
 
@@ -224,7 +224,7 @@ def test_start_training_starts_nothing_and_says_which_commands_retrain(backend, 
     """Label Studio's "Start Training": the service does not train. The answer and the log say
     so, and give the commands that do, with what the service knows filled in: the reviews'
     store, and the deployed run's checkpoint when it lies beside the bundle."""
-    from labelclean.service.label_studio.training import training_steps
+    from labelclean.service.http.label_studio_training import training_steps
 
     from labelclean.settings import Settings
 

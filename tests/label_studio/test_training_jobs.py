@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from labelclean.model.bundle import load_bundle
-from labelclean.service.label_studio.reviews import Review, ReviewStore
+from labelclean.service.review.label_studio.reviews import Review, ReviewStore
 
 from labelclean.cli import main
 from labelclean.settings import Settings

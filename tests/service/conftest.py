@@ -170,7 +170,7 @@ class Server:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"labelclean.service.backend" in cmdline:
+            if b"labelclean.service.inference.process" in cmdline:
                 found.append(pid)
         return found
 

@@ -4,7 +4,7 @@ this module as its ``hooks``; run from the repository root):
     schemathesis --config-file tests/service/schemathesis.toml run --checks all \\
         http://HOST:PORT/openapi.json -H "Authorization: Bearer KEY"
 
-With a key, /openapi.json is the document that server keeps (service.openapi.served_document).
+With a key, /openapi.json is the document that server keeps (service.http.openapi.narrowed).
 What is changed here, where schemathesis cannot follow the contract or the contract cannot say
 what the server checks:
 
@@ -16,7 +16,7 @@ what the server checks:
   (the string "5" as top_k 5);
 - each image part it drew holds a real picture: it draws arbitrary bytes for ``format: binary``,
   which the server rightly refuses, and no JSON Schema keyword says "decodes as an image";
-- a valid /clean body gets as many image parts as labels parts (service.openapi says why the
+- a valid /clean body gets as many image parts as labels parts (service.http.openapi says why the
   served document leaves that out);
 - a body it means to be invalid is: when a multipart body holds a file, schemathesis does not
   check that a mutation made the body invalid, and some do not (``contains`` negated as "no

@@ -4,7 +4,7 @@ are answered, those it forbids are refused with a 4xx, nothing is a 5xx, every r
 documented.
 
 The live run is driven from what the server serves at /openapi.json to a caller with a key: the
-served document (service.openapi), openapi.yaml narrowed to the server's model and settings
+served document (service.http.openapi), openapi.yaml narrowed to the server's model and settings
 (its label ids, class count, max_images, image formats, highest min_precision and storage
 roots), with the settings of tests/service/schemathesis.toml and the hooks it loads
 (schemathesis_hooks.py), as ``schemathesis --config-file tests/service/schemathesis.toml run
@@ -25,7 +25,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from labelclean.service.openapi import openapi_document, served_document
+from labelclean.service.http.contract import openapi_document, served_document
 
 from labelclean.settings import Settings
 from labelclean.storage import Storage
@@ -43,7 +43,7 @@ LEVELS = tiny_decision(len(IDS)).min_precision_levels  # the minimum precisions 
 
 def test_app_schema_is_the_contract() -> None:
     """Fails when the app's generated schema and openapi.yaml disagree; to change the API on
-    purpose: python -m labelclean.service.openapi > openapi.yaml"""
+    purpose: python -m labelclean.service.http.contract > openapi.yaml"""
     assert openapi_document() == yaml.safe_load(CONTRACT.read_text())
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from labelclean.service.app import create_app
+from labelclean.service.http.app import create_app
 
 from labelclean.settings import Settings
 

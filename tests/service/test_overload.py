@@ -1,6 +1,6 @@
 """A full queue answers 503 over real HTTP: the images admitted at once are capped by
-LABELCLEAN_MAX_QUEUE_IMAGES (service.batcher), past it a request gets the JSON error at once,
-and the server serves normally again when the burst is over."""
+LABELCLEAN_MAX_QUEUE_IMAGES (service.inference.batcher), past it a request gets the JSON error at
+once, and the server serves normally again when the burst is over."""
 
 from __future__ import annotations
 

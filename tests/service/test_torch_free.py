@@ -14,7 +14,7 @@ from .conftest import Server
 SCRIPT = """
 import sys
 from fastapi.testclient import TestClient
-from labelclean.service.app import create_app
+from labelclean.service.http.app import create_app
 from labelclean.settings import Settings
 import time
 with TestClient(create_app(Settings(model=sys.argv[1]))) as client:

@@ -19,7 +19,7 @@ from labelclean.model.cleaning import clean_images_sync, verdicts
 from labelclean.model.decision import Decision
 from labelclean.model.labels import InputError, parse_labels, parse_thresholds
 from labelclean.model.runtime import OnnxModel
-from labelclean.service.batcher import DynamicBatcher
+from labelclean.service.inference.batcher import DynamicBatcher
 from pydantic import ValidationError
 
 from labelclean.settings import Settings, decode_threads
@@ -238,7 +238,7 @@ def test_api_keys_may_be_named_and_never_show() -> None:
 
 
 def test_a_key_is_found_among_all_in_constant_time() -> None:
-    from labelclean.service.auth import matching_key
+    from labelclean.service.http.auth import matching_key
 
     keys = Settings(api_keys="a:" + "a" * 16 + ",b:" + "b" * 16).named_keys
     assert matching_key(b"b" * 16, keys).name == "b"
@@ -289,7 +289,7 @@ def test_batcher_refuses_past_its_queue_limit() -> None:
 def test_the_app_shortens_the_thread_switch_interval_while_it_runs(bundle_dir: Path) -> None:
     import sys
 
-    from labelclean.service.app import create_app
+    from labelclean.service.http.app import create_app
 
     before = sys.getswitchinterval()
     app = create_app(Settings(model=bundle_dir, gil_switch_interval_ms=0.3))
