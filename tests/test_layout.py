@@ -218,6 +218,29 @@ def layer_faults(edges: list[Import]) -> list[str]:
     return found
 
 
+# The service's rooms, lowest first: each imports only those before it (failures.py and
+# errors.py, shared, come first).
+SERVICE_ROOMS = ("failures", "errors", "inference", "jobs", "review", "http")
+
+
+def service_room_faults(edges: list[Import]) -> list[str]:
+    """Imports inside labelclean.service from a room to one after it in SERVICE_ROOMS."""
+
+    def service_room(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if parts[:2] == ["labelclean", "service"] and len(parts) > 2 else None
+
+    found = []
+    for e in edges:
+        source, target = service_room(e.source), service_room(e.target)
+        if source in SERVICE_ROOMS and target in SERVICE_ROOMS and (
+            SERVICE_ROOMS.index(target) > SERVICE_ROOMS.index(source)
+        ):  # fmt: skip
+            found.append(f"{e.where} {e.source} imports {e.target}: service/{source} may not "
+                         f"import service/{target}")  # fmt: skip
+    return found
+
+
 def source_files(root: Path = ROOT) -> list[Path]:
     folders = {*package_dirs(root).values(), *(root / f for f in OTHER_SOURCE_FOLDERS)}
     files = {p for folder in folders for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
@@ -273,6 +296,12 @@ def test_no_import_runs_up_a_layer():
     _, edges = graph()
     found = layer_faults(edges)
     assert not found, _report("imports against the layers", found)
+
+
+def test_the_service_rooms_import_only_the_rooms_before_them():
+    _, edges = graph()
+    found = service_room_faults(edges)
+    assert not found, _report("imports against the service's rooms", found)
 
 
 def test_no_file_over_400_lines():
@@ -342,3 +371,31 @@ def test_the_checks_find_planted_faults(tmp_path: Path):
     (tmp_path / "s" / "long.py").write_text((tmp_path / "s" / "long.py").read_text() + "\n")
     assert long_files(files, tmp_path) == ["s/long.py:1 has 401 lines (at most 400)"]
     assert long_functions(files, tmp_path) == ["s/long.py:1 f() has 81 lines (at most 80)"]
+
+
+def test_the_service_room_check_finds_a_planted_fault(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.setuptools]\npackage-dir = { "labelclean.service" = "s" }\n'
+    )
+    files = {
+        "s/__init__.py": "",
+        "s/errors.py": "",
+        "s/inference/__init__.py": "",
+        "s/inference/engine.py": "from ..errors import x\nfrom ..review import summary\n",
+        "s/review/__init__.py": "",
+        "s/review/summary.py": "from ..jobs import files\n",
+        "s/jobs/__init__.py": "",
+        "s/jobs/files.py": "def f():\n    from ..http.auth import Caller\n",
+        "s/http/__init__.py": "",
+        "s/http/auth.py": "from ..jobs.files import f\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    _, edges = graph(tmp_path)
+    assert service_room_faults(edges) == [
+        "s/inference/engine.py:2 labelclean.service.inference.engine imports "
+        "labelclean.service.review.summary: service/inference may not import service/review",
+        "s/jobs/files.py:2 labelclean.service.jobs.files imports labelclean.service.http.auth: "
+        "service/jobs may not import service/http",
+    ]

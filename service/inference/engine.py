@@ -31,6 +31,7 @@ from ...model.bundle import Bundle, load_bundle
 from ...model.classifying import classify_images
 from ...model.cleaning import ImageLimits, LabelVerdict, clean_decodable, clean_images
 from ...model.decision import parse_min_precision
+from ...model.review_score import summary
 from ...model.runtime import OnnxModel
 from ...settings import Settings, decode_threads
 from ..errors import BundleRejected, ModelNotReady
@@ -232,10 +233,8 @@ class Engine:
     ) -> bytes:  # fmt: skip
         """Label Studio's predictions (service.review.label_studio): each image cleaned as /clean
         cleans it, summarised as its final label set, review score and highest issue score
-        (``label_studio.predictions.summary``); an image that cannot be decoded gets an
+        (``model.review_score.summary``); an image that cannot be decoded gets an
         ``error`` instead, and the others are answered. ``sha256``: the bundle that answered."""
-        from ..review.label_studio.predictions import summary
-
         async with self._serving(len(images)) as (bundle, predict):
             done, failed = await clean_decodable(
                 bundle, images, labels, predict=predict, limits=self.limits,

@@ -35,6 +35,7 @@ import numpy as np
 from ...model.bundle import Bundle, LabelClass
 from ...model.cleaning import Arrays, clean_decodable, issue_scores, round_scores
 from ...model.openimages import DataError, read_annotations, read_classes  # torch-free
+from ...model.review_score import p_right
 from ...storage import Storage, StorageError
 from ..jobs.files import ERROR_HEADER, image_id
 from .suggest import order_all  # torch-free
@@ -175,14 +176,6 @@ class Queue:
         right: the issue score for a removed label (P(wrong)) or an added one (P(missing)),
         1 - the issue score for a kept label or an unlisted one left out."""
         return p_right(self.issue[row], np.isin(self.verdicts[row], (REMOVED, ADDED)))
-
-
-def p_right(issue: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """(d,) float64: the probability that each class's decision is right, from its (d,) issue
-    score and whether the decision ``changed`` the label (removed or added): the issue score
-    when it did, 1 - the issue score when it did not (kept, or left out)."""
-    issue = issue.astype(np.float64)
-    return np.where(changed, issue, 1.0 - issue)
 
 
 def clean_split(

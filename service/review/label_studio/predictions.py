@@ -5,42 +5,21 @@
                  "value": {"choices": [the final label set's choice values]}}]}
 
 ``score`` is the review priority Label Studio sorts by ("Prediction score", lowest first): the
-model's confidence in the final label set, the lowest probability over the classes that the
-decision is right (service.review.label_studio.export explains it). ``mislabeling`` is the image's
-highest issue score (the export's ``max_issue``). The inference process computes both per image
-(``summary``), the HTTP process writes them in the project's choices (``prediction``).
+model's confidence in the final label set, the lowest probability over the classes that the decision
+is right (service.review.label_studio.export explains it). ``mislabeling`` is the image's highest
+issue score (the export's ``max_issue``). The inference process computes both per image
+(``model.review_score.summary``), the HTTP process writes them in the project's choices
+(``prediction``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from ....model.cleaning import CleanResult, issue_scores
-from ..queue import p_right
-
-CHANGED = ("removed", "added")
-
 
 def model_version(sha256: str) -> str:
     """The bundle's id as Label Studio sees it (the export's model_version)."""
     return f"labelclean-{sha256[:12]}"
-
-
-def summary(result: CleanResult, index: dict[str, int]) -> dict[str, Any]:
-    """What a prediction needs of one cleaned image: the label ids of its final label set (in
-    class order), its review score and its highest issue score (JSON-ready; ``index``: the
-    bundle's label id -> column)."""
-    assert result.issue is not None
-    changed = np.zeros(len(result.issue), bool)
-    changed[[index[v.id] for v in result.labels if v.verdict in CHANGED]] = True
-    final = sorted((v.id for v in result.labels if v.verdict != "removed"), key=index.__getitem__)
-    return {
-        "final": final,
-        "score": round(float(p_right(result.issue, changed).min()), 6),
-        "mislabeling": issue_scores(result.issue.max(keepdims=True))[0],
-    }
 
 
 def prediction(
