@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 DEMO_DATA ?= demo/data
 DEMO_RUN ?= demo/run
 
-# Label Studio for tests/label_studio, in its own environment (its dependencies conflict with
-# ours), outside the repository: built once per version, from pip's cache after the first time.
+# Label Studio for tests/service/review/label_studio, in its own environment (its dependencies
+# conflict with ours), outside the repository: built once per version, from pip's cache after
+# the first time.
 LABEL_STUDIO_VERSION := 1.23.2
 LS_VENV ?= $(HOME)/.cache/labelclean/label-studio-$(LABEL_STUDIO_VERSION)
 LABEL_STUDIO := $(LS_VENV)/bin/label-studio
