@@ -3,7 +3,7 @@
     python -m labelclean.service.http.contract > openapi.yaml   # after changing the API on purpose
     python -m labelclean.service.http.contract --model BUNDLE   # as one server keeps it
 
-tests/service/test_contract.py fails when the app and the file disagree. What the document
+tests/service/http/test_contract.py fails when the app and the file disagree. What the document
 says and how a server narrows it: service.http.openapi.
 """
 

@@ -8,7 +8,7 @@ with the document this server keeps (``service.http.openapi.narrowed``: openapi.
 to its model's label ids, its limits and its storage roots), so that a client or a fuzzer
 driven from it sends only requests the server's checks let through (``schemathesis run
 http://HOST/openapi.json -H "Authorization: Bearer KEY"``). Anyone else gets openapi.yaml
-itself (``service.http.openapi.app_document``, which tests/service/test_contract.py keeps equal
+itself (``service.http.openapi.app_document``, which tests/service/http/test_contract.py keeps equal
 to the file, so an installed package serves it without the file): the storage roots and the
 label ids are this deployment's business. Each is built on first request (the served one again
 after the model is reloaded).

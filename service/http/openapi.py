@@ -6,7 +6,7 @@
 This module builds the documents from an app's own (``app_document``, ``narrowed``); the
 contract module builds the app and prints them (it imports the app, which imports this).
 
-tests/service/test_contract.py fails when the app and the file disagree, and drives a live
+tests/service/http/test_contract.py fails when the app and the file disagree, and drives a live
 server with schemathesis from the document it serves (every check, valid and invalid requests).
 
 openapi.yaml holds for every server. Some of what a server accepts depends on its model and
@@ -27,7 +27,7 @@ cannot describe:
   the output writable (or a local symlink leads out of the roots) is the state of the storage,
   not the form of the request. Such a job is refused with a 422 whose code, ``uri_unusable``
   (service.http.jobs), tells it from one the document forbids; the contract tests let a valid
-  job have that 422 and no other (tests/service/schemathesis_hooks.py).
+  job have that 422 and no other (tests/service/http/schemathesis_hooks.py).
 
 /clean's ``labels`` parts are strings holding JSON (``contentMediaType: application/json``,
 ``contentSchema: NoisyLabels``), one per image, rather than arrays under a multipart
