@@ -28,7 +28,6 @@ from .commands import bundle, clean, import_reviews, review, serve, suggest, tra
 from .commands.common import NEEDS_TORCH, USER_ERRORS, Command, torch_missing
 
 # settings_doc lists the options of serve and worker that set a setting; it reads them here.
-from .commands.serve import _serve_args, _worker_args  # noqa: F401
 
 # Every subcommand, in the order `labelclean --help` lists them.
 COMMANDS: dict[str, Command] = {

@@ -93,10 +93,10 @@ def _choices(info: FieldInfo) -> tuple[str, ...]:
 
 def cli_options() -> dict[str, list[str]]:
     """Setting name -> the options of `serve` and `worker` that set it, e.g. ["serve --port"]."""
-    from . import cli
+    from .commands.serve import _serve_args, _worker_args
 
     found: dict[str, list[str]] = {}
-    for command, add in (("serve", cli._serve_args), ("worker", cli._worker_args)):
+    for command, add in (("serve", _serve_args), ("worker", _worker_args)):
         parser = argparse.ArgumentParser(prog=command)
         add(parser)
         for action in parser._actions:
