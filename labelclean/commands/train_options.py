@@ -1,8 +1,8 @@
 """The options the training commands share (train, benchmark; evaluate reads the data ones) and
 what they become: the data files, the model and training configurations, the data loaded.
 
-The schedule's defaults are TrainConfig's, which lives in training code and imports torch: they
-are read when a training command's parser is used, never when the top-level parser is built."""
+The schedule's defaults are TrainConfig's (training.schedule, torch-free): they are read when a
+training command's parser is used, never when the top-level parser is built."""
 
 from __future__ import annotations
 
@@ -67,10 +67,10 @@ def data_args(p: argparse.ArgumentParser) -> None:
 
 def train_args(p: argparse.ArgumentParser) -> None:
     """The schedule and model options of train and benchmark, with TrainConfig's defaults."""
-    if torch_missing():  # the defaults below live in training code, which imports torch
+    if torch_missing():  # the command cannot run: its help says so instead of its options
         p.description = f"{p.description} This command {NEEDS_TORCH}."
         return
-    from labelclean.training.loop import TrainConfig
+    from labelclean.training.schedule import TrainConfig
 
     _schedule_args(p.add_argument_group("schedule"), TrainConfig())
     _model_args(p.add_argument_group("model"))
@@ -196,7 +196,7 @@ def configs(args: argparse.Namespace, num_classes: int):
     """(ModelConfig, TrainConfig) from the schedule and model options."""
     from labelclean.model.backbones import default_input_spec
     from labelclean.model.config import ModelConfig
-    from labelclean.training.loop import TrainConfig
+    from labelclean.training.schedule import TrainConfig
 
     spec = default_input_spec(args.backbone)
     if args.image_size:
