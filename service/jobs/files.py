@@ -64,6 +64,22 @@ def image_id(name: str) -> str | None:
     return stem if dot and stem and ext.lower() in IMAGE_EXTENSIONS else None
 
 
+def listed(image: str, name: str, uri: str) -> tuple[str, str, str]:
+    """(ImageID, file name, URI) of a listed image file; a name that is not UTF-8 (a local file
+    name's undecodable bytes, as Python lists them) is shown with \\x escapes and gets no URI:
+    the plan refuses that image with a line of errors.csv instead of failing the job."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return _escaped(image), _escaped(name), ""
+    return image, name, uri
+
+
+def _escaped(text: str) -> str:
+    """Listed text with undecodable bytes (surrogate escapes) shown as ``\\xNN``."""
+    return text.encode(errors="surrogateescape").decode(errors="backslashreplace")
+
+
 @dataclass(frozen=True)
 class LabelRow:
     line: int
@@ -217,13 +233,27 @@ def _at(line: int, problem: str) -> str:
 
 
 def csv_bytes(rows: Iterable[Iterable[object]], header: Iterable[str] | None = None) -> bytes:
-    """Rows as UTF-8 CSV, one ``\\n``-ended line each."""
+    """Rows as UTF-8 CSV, one ``\\n``-ended line each. A field holding a carriage return is
+    quoted, as one holding a newline is (csv quotes only the line terminator's characters), so
+    that it reads back as one field."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
+    rows = list(rows)
     writer.writerows(rows)
-    return buffer.getvalue().encode()
+    text = buffer.getvalue()
+    if "\r" in text:  # rare: write again, quoting every field of the rows that hold one
+        buffer = io.StringIO()
+        plain = csv.writer(buffer, lineterminator="\n")
+        quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        if header is not None:
+            plain.writerow(header)
+        for row in rows:
+            fields = list(row)
+            (quoted if any("\r" in str(f) for f in fields) else plain).writerow(fields)
+        text = buffer.getvalue()
+    return text.encode()
 
 
 def read_csv_rows(storage: Storage, uri: str) -> list[list[str]]:

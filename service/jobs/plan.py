@@ -81,7 +81,7 @@ def plan(
         for name, uri in storage.list(spec.images):
             image = io.image_id(name)
             if image is not None:
-                files.add((image, name, uri))
+                files.add(io.listed(image, name, uri))
         rows = SortedRuns(folder, "labels", limit=run_items)
         rows.extend(io.label_groups(storage, spec.labels))
         writer = _Writer(spec, storage, size)
@@ -146,7 +146,7 @@ def _problems(
     label_index: Mapping[str, int] | None, images: str,
 ) -> str:  # fmt: skip
     """Why the image cannot be cleaned ("; "-joined), or "" when it can."""
-    if len(names) == 1:  # the usual image: one file, its rows usable, each label once
+    if len(names) == 1 and names[0][2]:  # the usual image: one file, rows usable, labels once
         seen = {entry[1] for entry in entries}
         if (
             len(seen) == len(entries)
@@ -168,6 +168,9 @@ def _problems(
     if image != "":
         if not names:
             why.insert(0, f"no image file under {images}")
+        elif not all(n[2] for n in names):  # io.listed: a file name that is not UTF-8
+            shown = ", ".join(sorted(n[1] for n in names))
+            why.insert(0, f"file name is not UTF-8 text (shown with \\x escapes): {shown}")
         elif len(names) > 1:
             why.append(f"several image files: {', '.join(sorted(n[1] for n in names))}")
     if len(why) > MAX_REASONS:  # a reason is one CSV field: csv reads at most 128 KiB of one

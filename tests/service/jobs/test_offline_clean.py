@@ -24,9 +24,11 @@ from ..bulk_fixtures import (  # noqa: F401 - fixtures
     check_results,
     job_files,
     onnx,
+    read_csv,
     s3,
     upload,
 )
+from ..conftest import CLASSES
 
 FAST = ["--device", "cpu", "--chunk-size", "8", "--batch-size", "4", "--quiet"]
 
@@ -170,3 +172,31 @@ def test_s3_in_and_out_with_a_progress_bar_and_no_torch(s3, job_files, bundle_di
         (out / name).write_bytes(body.replace(b"s3://offline/images", b"file://"))
     summary = json.loads((out / "summary.json").read_text())
     check_results(job_files, out, bundle, onnx, summary)
+
+
+def test_odd_file_names_fail_their_image_not_the_job(job_files, bundle_dir, bundle, onnx):  # noqa: F811
+    """A file name that is not UTF-8 (undecodable bytes, as local file systems allow) is one
+    line of errors.csv, not a job that fails on encoding it; an ImageID holding a carriage
+    return is quoted in every CSV, so it reads back as one field."""
+    images = job_files.images
+    some = next(iter(job_files.good))
+    data = job_files.data[some]
+    (images / "a\rb.png").write_bytes(data)
+    with open(os.fsencode(images) + b"/\xffodd.png", "wb") as fh:
+        fh.write(data)
+    label = CLASSES[0][0]
+    with job_files.labels.open("a", newline="") as fh:
+        fh.write(f'"a\rb",test,{label},1\n')
+    out = job_files.root / "out"
+    assert main([*clean_args(job_files, bundle_dir, out), *FAST]) == 0
+    errors = {row[0]: row[1] for row in read_csv(out / "errors.csv")[1:]}
+    assert errors["\\xffodd"] == (
+        "file name is not UTF-8 text (shown with \\x escapes): \\xffodd.png"
+    )  # fmt: skip
+    cleaned = read_csv(out / "cleaned.csv")
+    odd = [row for row in cleaned if row[0] == "a\rb"]
+    assert odd and all(len(row) == len(cleaned[0]) for row in cleaned)
+    assert [r for r in odd if r[2] == label][0][4] in ("kept", "removed")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == len(errors)
+    assert summary["cleaned"] == len({row[0] for row in cleaned[1:]})
