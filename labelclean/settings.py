@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         "and /openapi.json needs `Authorization: Bearer <KEY>`, and each key sees only the "
         "jobs it created",
     )
+    admin_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated names of API keys (`name:KEY` entries of API_KEYS) that "
+        "may change what every team gets: POST /model/reload and Label Studio's Start Training "
+        "(other keys get 403); unset = every key may (one team's deployment)",
+    )
 
     # Bulk jobs (Redis queue, workers) and storage.
     redis_url: str = Field(
@@ -282,6 +288,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{label}: {exc.reason}") from None
         return tuple(dict.fromkeys(found))
 
+    @field_validator("admin_keys", mode="before")
+    @classmethod
+    def _split_admins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -342,6 +355,14 @@ class Settings(BaseSettings):
             raise ValueError("max_queue_images must be at least max_images")
         if self.job_max_chunk_size < self.job_chunk_size:
             raise ValueError("job_max_chunk_size must be at least job_chunk_size")
+        if self.admin_keys and self.api_keys:  # without keys there is no one to tell apart
+            names = {k.name for k in self.named_keys}
+            unknown = [n for n in self.admin_keys if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"admin_keys names {', '.join(unknown)}: not the name of any API key "
+                    f"(API_KEYS names: {', '.join(sorted(names))})"
+                )
         beats = 3 * worker_heartbeat_s(self.job_claim_idle_s)
         if 0 < self.job_stale_s < beats:
             raise ValueError(

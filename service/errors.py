@@ -78,6 +78,12 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ApiError):
+    """A valid key that may not do this (LABELCLEAN_ADMIN_KEYS)."""
+
+    status, code = 403, "forbidden"
+
+
 class ModelNotReady(ApiError):
     status, code = 503, "model_not_ready"
 
@@ -239,6 +245,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {
         400: "Malformed request (e.g. broken multipart body)",
         401: "Missing or wrong API key",
+        403: "The key is not an admin key (LABELCLEAN_ADMIN_KEYS)",
         404: "No such job (unknown, expired after its retention time, or another API key's)",
         409: "The job is not in a state for this (results before completion, output in use)",
         413: "Body, image count or image pixels over the limit",

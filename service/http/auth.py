@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from ...api_keys import ApiKey
-from ..errors import Unauthorized
+from ..errors import Forbidden, Unauthorized
 from ..jobs.owners import ANONYMOUS, Caller
 
 
@@ -61,3 +61,22 @@ require_api_key = ApiKeyBearer(
 """FastAPI dependency: 401 unless the keys are off or a valid Bearer key is given."""
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]
+
+
+async def require_admin(request: Request, caller: CallerDep) -> Caller:
+    """FastAPI dependency: 401 as require_api_key, then 403 unless the key is one of
+    LABELCLEAN_ADMIN_KEYS (unset: every key is)."""
+    check_admin(
+        request.app.state.settings.admin_keys, caller, f"{request.method} {request.url.path}"
+    )
+    return caller
+
+
+def check_admin(admins: tuple[str, ...], caller: Caller, what: str) -> None:
+    """Forbidden unless ``caller`` may do ``what``: an admin key, or no admin keys named, or
+    keys off (the anonymous caller)."""
+    if admins and caller.key is not None and caller.name not in admins:
+        raise Forbidden(
+            f"the API key {caller.name!r} may not do {what}: only LABELCLEAN_ADMIN_KEYS "
+            f"({', '.join(admins)}) may"
+        )

@@ -35,11 +35,12 @@ from fastapi import APIRouter, Request
 from ...model.bundle import Bundle
 from ...storage import Storage
 from ..errors import InvalidInput, Unauthorized
+from ..jobs.owners import ANONYMOUS, Caller
 from ..review.label_studio.config import ProjectConfig
 from ..review.label_studio.images import ImageUnavailable, TaskImages
 from ..review.label_studio.predictions import model_version, prediction
 from ..review.label_studio.reviews import ReviewStore, read_annotation
-from .auth import matching_key
+from .auth import check_admin, matching_key
 from .label_studio_training import start_training, training_job, training_jobs
 from .state import ServiceState
 
@@ -50,12 +51,12 @@ DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 NOISY_KEY = "noisy_labels"  # task data: the machine's labels, as /clean's labels field
 
 
-def authorize(request: Request) -> None:
-    """401 unless keys are off, or the request carries one as Bearer or as basic auth's
-    password."""
+def authorize(request: Request) -> Caller:
+    """Who calls; 401 unless keys are off, or the request carries one as Bearer or as basic
+    auth's password."""
     keys = request.app.state.settings.named_keys
     if not keys:
-        return
+        return ANONYMOUS
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     given = b""
     if scheme.lower() == "bearer":
@@ -65,10 +66,12 @@ def authorize(request: Request) -> None:
             given = base64.b64decode(value.strip(), validate=True).partition(b":")[2]
         except (binascii.Error, ValueError):
             given = b""
-    if not given or matching_key(given, keys) is None:
+    key = matching_key(given, keys) if given else None
+    if key is None:
         error = Unauthorized("missing or invalid API key (Bearer, or basic auth's password)")
         error.headers = {"WWW-Authenticate": 'Basic realm="labelclean", Bearer'}
         raise error
+    return Caller(key.name, key.secret)
 
 
 class LabelStudio:
@@ -254,6 +257,7 @@ async def webhook(request: Request) -> dict[str, Any]:
     action = str(body.get("action") or "")
     project = body.get("project") if isinstance(body.get("project"), dict) else {}
     if action == "START_TRAINING":
+        check_admin(state.settings.admin_keys, authorize(request), "Label Studio's Start Training")
         return await start_training(request, project)
     if action not in ANNOTATION_EVENTS + DELETE_EVENTS:
         return {"status": "ignored", "action": action[:40]}

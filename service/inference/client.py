@@ -51,7 +51,8 @@ def inference_process(settings: Settings, *args: str) -> tuple[list[str], dict[s
     """Command line and environment of an inference process (service.inference.process
     ``args``): the settings as LABELCLEAN_* variables, less what only the HTTP side uses."""
     env = {**os.environ, **settings.env()}
-    env.pop("LABELCLEAN_API_KEYS", None)  # the inference process serves no HTTP
+    for http_only in ("LABELCLEAN_API_KEYS", "LABELCLEAN_ADMIN_KEYS"):
+        env.pop(http_only, None)  # the inference process serves no HTTP
     env.pop("LABELCLEAN_INFERENCE_SOCKET", None)  # it is the inference process
     return [sys.executable, "-m", "labelclean.service.inference.process", *args], env
 

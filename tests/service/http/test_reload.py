@@ -173,3 +173,53 @@ def test_sighup_reloads_the_bundle_as_the_admin_call_does(
         assert c.get("/readyz").status_code == 200
     assert sha256_of(server) == {second}
     assert "restarting processes" not in server.log.read_text(errors="replace")  # uvicorn's HUP
+
+
+def test_only_admin_keys_reload_and_start_training(
+    server_factory: Callable[..., Server], bundle_dir: Path, other_bundle_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """With LABELCLEAN_ADMIN_KEYS, a team's key may use the model but not change it for every
+    team: POST /model/reload and Label Studio's Start Training answer it 403, naming the key;
+    an admin key does both. Unset (every other test), any key may."""
+    from labelclean.model.bundle import load_bundle
+
+    team, ops = "team-a:team-a-key-0123456789", "ops:ops-key-0123456789abc"
+    current = tmp_path / "current"
+    current.symlink_to(bundle_dir)
+    env = {"LABELCLEAN_API_KEYS": f"{team},{ops},{API_KEY}", "LABELCLEAN_ADMIN_KEYS": "ops",
+           "LABELCLEAN_DEVICE": "cpu"}  # fmt: skip
+    server = server_factory(current, env)
+    as_team = {"Authorization": f"Bearer {team.split(':', 1)[1]}"}
+    as_ops = {"Authorization": f"Bearer {ops.split(':', 1)[1]}"}
+    point(current, other_bundle_dir)
+    start = {"action": "START_TRAINING", "project": {"id": 1}}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.get("/model", headers=as_team).status_code == 200  # using it: any key
+        refused = c.post("/model/reload", headers=as_team)
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "forbidden"
+        assert error["message"] == ("the API key 'team-a' may not do POST /model/reload: only "
+                                    "LABELCLEAN_ADMIN_KEYS (ops) may")  # fmt: skip
+        assert c.get("/model", headers=as_team).json()["sha256"] == load_bundle(bundle_dir).sha256
+        hook = c.post("/label-studio/webhook", json=start, headers=as_team)
+        assert hook.status_code == 403 and "Start Training" in hook.json()["error"]["message"]
+        assert c.post("/model/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+        reloaded = c.post("/model/reload", headers=as_ops)
+        assert reloaded.status_code == 200 and reloaded.json()["changed"], reloaded.text
+        hook = c.post("/label-studio/webhook", json=start, headers=as_ops)
+        assert hook.status_code == 200 and hook.json()["status"] == "not_started"
+
+
+@pytest.mark.parametrize(
+    ("admins", "keys", "message"),
+    [("ops,nobody", "ops:ops-key-0123456789abc", "admin_keys names nobody: not the name of any"),
+     ("ops", "team-a:team-a-key-0123456789", r"names ops: .*\(API_KEYS names: team-a\)")],
+)  # fmt: skip
+def test_admin_keys_must_name_api_keys(admins: str, keys: str, message: str) -> None:
+    from labelclean.settings import Settings
+
+    with pytest.raises(ValueError, match=message):
+        Settings(admin_keys=admins, api_keys=keys)
