@@ -56,6 +56,11 @@ def worker(args: argparse.Namespace) -> int:
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     if settings.model is None:
         raise ValueError("no model bundle: pass --model BUNDLE or set LABELCLEAN_MODEL")
+    if not settings.storage_roots and not settings.file_roots:
+        raise ValueError(
+            "LABELCLEAN_STORAGE_ROOTS is not set: a worker reads and writes only under it, so "
+            "without it every job's files are refused; set it as the API's"
+        )
     return run_worker(settings, settings.model, burst=args.burst)
 
 

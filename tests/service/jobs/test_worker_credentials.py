@@ -23,3 +23,15 @@ def test_refused_credentials_stop_the_worker(redis_factory, workers: Workers, cr
     assert "wrong-password-123" not in log and "right-password-456" not in log
     right = f"redis://:right-password-456@127.0.0.1:{redis.port}/0"
     workers.run(redis_url=right)  # a burst worker: an empty queue, exit 0
+
+
+def test_a_worker_without_storage_roots_does_not_start(workers: Workers) -> None:
+    """Without LABELCLEAN_STORAGE_ROOTS (or FILE_ROOTS) every job's files are refused to a
+    worker, so it would take jobs and fail them: it stops at once, naming the setting."""
+    process = workers.start(
+        burst=False, LABELCLEAN_STORAGE_ROOTS="", LABELCLEAN_FILE_ROOTS=""
+    )  # fmt: skip
+    code = process.wait(60)
+    log = output(process)
+    assert code == 2, log
+    assert "LABELCLEAN_STORAGE_ROOTS is not set" in log and "Traceback" not in log
