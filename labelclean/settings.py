@@ -14,7 +14,6 @@ the README's settings table and docker/.env.example are generated from them
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from functools import cached_property, lru_cache
@@ -25,6 +24,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .api_keys import ApiKey, parse_api_keys
+from .limits import usable_cpus, worker_heartbeat_s
 from .storage.errors import BadUri
 from .storage.uris import canonical_root, safe_protocol, shown
 
@@ -246,7 +246,9 @@ class Settings(BaseSettings):
             return formats
         return value
 
-    @field_validator("storage_roots", "file_roots", "storage_protocols", mode="before")
+    @field_validator(
+        "storage_roots", "file_roots", "storage_protocols", "admin_keys", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -287,13 +289,6 @@ class Settings(BaseSettings):
                 label = f"entry {n} ({name!r})" if plain else f"entry {n}"
                 raise ValueError(f"{label}: {exc.reason}") from None
         return tuple(dict.fromkeys(found))
-
-    @field_validator("admin_keys", mode="before")
-    @classmethod
-    def _split_admins(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -397,20 +392,6 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings from the environment, built once (FastAPI dependency; tests override it)."""
     return Settings()
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def worker_heartbeat_s(claim_idle_s: float) -> float:
-    """How often a worker beats and touches the message it holds: three times per
-    ``claim_idle_s``, at most every 5 s, at least every 0.2 s."""
-    return max(0.2, min(5.0, claim_idle_s / 3))
 
 
 def decode_threads(settings: Settings) -> int:

@@ -32,7 +32,7 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # The base layer: settings, storage and API keys, which every room may use and which use no
 # room; with them labelclean/__init__.py (the version, nothing else).
-BASE = ("labelclean.settings", "labelclean.storage", "labelclean.api_keys")
+BASE = ("labelclean.settings", "labelclean.limits", "labelclean.storage", "labelclean.api_keys")
 ROOMS = ("labelclean.model", "labelclean.training", "labelclean.service")
 CLI = "the CLI (labelclean/ outside the base layer)"
 TORCH = ("torch", "torchvision")
@@ -351,7 +351,8 @@ def test_the_checks_find_planted_faults(tmp_path: Path):
     ), found
     assert layer_faults(edges) == [
         "lc/settings.py:1 labelclean.settings imports labelclean.cli: the base layer "
-        "(labelclean.settings, labelclean.storage, labelclean.api_keys) may not import "
+        "(labelclean.settings, labelclean.limits, labelclean.storage, labelclean.api_keys) may "
+        "not import "
         f"{CLI}",
         "m/a.py:2 labelclean.model.a imports labelclean.training.run: labelclean.model may not "
         "import labelclean.training",
