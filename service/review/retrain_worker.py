@@ -13,23 +13,29 @@ Each job, in LABELCLEAN_TRAINING_RUNS/<job id>/:
 The worker does not deploy it: point LABELCLEAN_MODEL at the bundle and POST /model/reload (or
 SIGHUP `labelclean serve`); Label Studio then sees a new model_version.
 
-Training runs in a child process (its own memory; a crash fails the job, not the worker). The
-worker beats every few seconds; if it dies, another worker puts its job back at the head of the
-queue (up to LABELCLEAN_JOB_MAX_TRIES tries) and it starts again from the beginning. SIGTERM
-(or Ctrl-C) stops the training in hand and gives its job back; ``--burst`` exits once the queue
-is empty and no worker holds a job. Torch-free itself: only the child imports PyTorch.
+Training runs in a child process (its own memory; a crash fails the job, not the worker; on
+Linux it dies with the worker). The worker beats every few seconds, the job's preparation
+included; if it dies, another worker puts its job back at the head of the queue (up to
+LABELCLEAN_JOB_MAX_TRIES tries) and it starts again from the beginning; if it missed its beats
+and another worker took its job back, it stops its training and records nothing. SIGTERM (or
+Ctrl-C, which may reach the child first) stops the training in hand and gives its job back;
+``--burst`` exits once the queue is empty and no worker holds a job. Torch-free itself: only
+the child imports PyTorch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
+import os
 import shlex
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -43,6 +49,7 @@ from .retraining import TrainingQueue, heartbeat_key
 
 log = logging.getLogger("labelclean.train-worker")
 LOG_TAIL = 5  # lines of train.log a failed job's error quotes
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class TrainingWorker:
@@ -105,36 +112,89 @@ class TrainingWorker:
         return 0
 
     async def _run_job(self, job_id: str) -> None:
+        """The job, beating all along (its preparation too); ``lost`` set when another worker
+        took it back (this one missed its beats)."""
+        lost = asyncio.Event()
+        beating = asyncio.create_task(self._beat(job_id, lost))
+        try:
+            await self._attempt(job_id, lost)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
+    async def _beat(self, job_id: str, lost: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(RedisError):
+                if not await self.queue.beat(self.name, self.heartbeat_s * 3, job_id):
+                    lost.set()
+                    return
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _attempt(self, job_id: str, lost: asyncio.Event) -> None:
         folder = self.runs / job_id
         log.info("training job %s: begun in %s", job_id, folder)
-        try:
-            command = self._prepare(job_id, folder)
+        try:  # in a thread: it reads every review, and the heartbeat goes on
+            command = await asyncio.to_thread(self._prepare, job_id, folder)
         except (ValueError, OSError) as exc:
-            await self.queue.finish(job_id, self.name, "failed", error=str(exc))
-            log.error("training job %s failed: %s", job_id, exc)
-            self.done += 1
+            await self._record(job_id, "failed", error=str(exc))
             return
-        code = await self._train(command, folder / "train.log")
+        code = None if lost.is_set() else await self._train(command, folder / "train.log", lost)
+        if lost.is_set():
+            log.error("training job %s: another worker took it back (this one missed its "
+                      "heartbeats): its training here stopped, nothing recorded",
+                      job_id)  # fmt: skip
+            return
         if code is None:  # stopped: the job goes back, to begin again elsewhere
-            await self.queue.release(job_id, self.name, f"worker {self.name} stopped; queued again")
-            log.warning("training job %s: stopped with the worker; queued again", job_id)
+            await self._record(job_id, "queued", note=f"worker {self.name} stopped; queued again")
             return
-        self.done += 1
-        run = folder / "run"
+        run, tail = folder / "run", await asyncio.to_thread(log_tail, folder / "train.log")
         if code != 0:
-            tail = log_tail(folder / "train.log")
             error = f"`labelclean train` exited with status {code}: {tail}"
-            await self.queue.finish(job_id, self.name, "failed", error=error, run=str(run))
-            log.error("training job %s failed: %s", job_id, error)
+            await self._record(job_id, "failed", error=error, run=str(run))
             return
-        report = summary(json.loads((run / "report.json").read_text(encoding="utf-8")))
-        await self.queue.finish(
-            job_id, self.name, "succeeded", run=str(run), bundle=str(run / "bundle"),
+        try:
+            report = summary(json.loads((run / "report.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:  # e.g. `--help` in LABELCLEAN_TRAINING_ARGS
+            error = f"`labelclean train` exited with status 0 but left no report ({exc}): {tail}"
+            await self._record(job_id, "failed", error=error, run=str(run))
+            return
+        await self._record(
+            job_id, "succeeded", run=str(run), bundle=str(run / "bundle"),
             report=json.dumps(report),
             note=f"to serve it: point LABELCLEAN_MODEL at {run / 'bundle'}, then POST "
             "/model/reload (or SIGHUP `labelclean serve`)",
         )  # fmt: skip
-        log.info("training job %s succeeded: %s", job_id, run / "bundle")
+
+    async def _record(self, job_id: str, state: str, **fields: str) -> None:
+        """The outcome (``queued``: given back) written, waiting out a Redis outage: a training
+        done is not begun again for want of Redis. A worker stopped meanwhile gives up: the job
+        is taken back once its heartbeat expires."""
+        outage = 0
+        while True:
+            try:
+                if state == "queued":
+                    held = await self.queue.release(job_id, self.name, fields["note"])
+                else:
+                    held = await self.queue.finish(job_id, self.name, state, **fields)
+                break
+            except UNREACHABLE as exc:
+                if self.stopping.is_set():
+                    raise
+                delay = backoff(RECONNECT_DELAYS, outage)
+                outage += 1
+                log.warning("training job %s: redis unreachable (%s); recording it %s again "
+                            "in %.2g s", job_id, exc, state, delay)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+        if not held:
+            log.error("training job %s: not recorded %s: this worker no longer holds it (taken "
+                      "back by another after missed heartbeats)", job_id, state)  # fmt: skip
+            return
+        self.done += state != "queued"
+        said = fields.get("error") or fields.get("bundle") or fields.get("note", "")
+        level = logging.ERROR if state == "failed" else logging.INFO
+        log.log(level, "training job %s %s: %s", job_id, state, said)
 
     def _prepare(self, job_id: str, folder: Path) -> list[str]:
         """The job's folder with reviews.csv (an earlier try's run removed), and the command."""
@@ -156,33 +216,56 @@ class TrainingWorker:
             "--out", str(folder / "run"), *shlex.split(self.settings.training_args),
         ]  # fmt: skip
 
-    async def _train(self, command: list[str], log_path: Path) -> int | None:
-        """The child's exit status; None when the worker was stopped first (child ended)."""
+    async def _train(self, command: list[str], log_path: Path, lost: asyncio.Event) -> int | None:
+        """The child's exit status; None when the worker was stopped (or lost the job) first:
+        the child ended. A stop that reached the child too (Ctrl-C, or SIGTERM to the whole
+        group, as systemd sends it) may end it first: its failure then is the stop's too."""
         with log_path.open("ab") as out:
             out.write(f"$ {shlex.join(command)}\n".encode())
             out.flush()
             child = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
-            )
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                preexec_fn=die_with_parent(),
+            )  # fmt: skip
             waited = asyncio.ensure_future(child.wait())
-            stop = asyncio.ensure_future(self.stopping.wait())
+            ended = [asyncio.ensure_future(e.wait()) for e in (self.stopping, lost)]
             try:
-                while not waited.done():
-                    await asyncio.wait({waited, stop}, timeout=self.heartbeat_s,
-                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                    if stop.done() and not waited.done():
-                        child.terminate()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(waited), 30)
-                        if not waited.done():
-                            child.kill()
-                            await waited
-                        return None
-                    with contextlib.suppress(RedisError, *UNREACHABLE):
-                        await self.queue.beat(self.name, self.heartbeat_s * 3)
+                await asyncio.wait({waited, *ended}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                stop.cancel()
-            return waited.result()
+                for future in ended:
+                    future.cancel()
+                if not waited.done():  # stopped, the job lost, or cancelled: the child too
+                    await end_child(child, waited)
+            code = waited.result()
+        return None if code != 0 and (self.stopping.is_set() or lost.is_set()) else code
+
+
+async def end_child(child: asyncio.subprocess.Process, waited: asyncio.Future[int]) -> None:
+    """SIGTERM, then SIGKILL after 30 s; a child that has just ended is not signalled (asyncio
+    raises ProcessLookupError then)."""
+    if child.returncode is None:
+        child.terminate()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(waited), 30)
+    if child.returncode is None:
+        child.kill()
+    await waited
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """What the training child runs before its program on Linux: the kernel kills it when the
+    worker dies (PR_SET_PDEATHSIG), so a worker killed outright (SIGKILL, the OOM killer) leaves
+    no training running on beside the one that begins the job again. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def arm() -> None:  # in the child, between fork and exec: nothing that takes a lock
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the worker died before that
+            os._exit(1)
+
+    return arm
 
 
 def log_tail(path: Path) -> str:

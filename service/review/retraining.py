@@ -19,7 +19,10 @@ Keys (prefix ``labelclean:training:``; one Redis, as the bulk jobs):
     active          the id of the job queued or running: a second START_TRAINING answers it
 
 A worker that dies mid-training loses nothing: its heartbeat expires and the next worker that
-looks puts the job back at the head of the queue (``recover``), up to ``max_tries`` tries.
+looks puts the job back at the head of the queue (``recover``), up to ``max_tries`` tries. Only
+the worker whose taken list holds a job records its outcome or gives it back: one that missed
+its heartbeats (and lost the job to another) changes nothing. The newest ``KEEP`` jobs stay in
+Redis: queueing one drops the older finished ones.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ QUEUE = TRAINING + "queue"
 ACTIVE = TRAINING + "active"
 JOBS = TRAINING + "jobs"
 STATES = ("queued", "running", "succeeded", "failed")
+KEEP = 100  # jobs kept in Redis (GET /label-studio/training lists the newest 20)
 
-# KEYS active, queue, jobs; ARGV id, now, project, job key prefix -> {id, 1 if new}
+# KEYS active, queue, jobs; ARGV id, now, project, job key prefix, KEEP -> {id, 1 if new}
 _SUBMIT = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -51,7 +55,32 @@ redis.call('HSET', ARGV[4] .. ARGV[1], 'state', 'queued', 'requested_at', ARGV[2
            'project', ARGV[3], 'tries', 0)
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, -tonumber(ARGV[5]) - 1)) do
+  local state = redis.call('HGET', ARGV[4] .. old, 'state')
+  if state ~= 'queued' and state ~= 'running' then
+    redis.call('DEL', ARGV[4] .. old)
+    redis.call('ZREM', KEYS[3], old)
+  end
+end
 return {ARGV[1], 1}
+"""
+
+# KEYS taken list, job, active; ARGV id, then field, value pairs -> 1, or 0 (nothing changed)
+# when the worker no longer holds the job (another took it back after its heartbeat expired).
+_FINISH = """
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+# KEYS taken list, job, queue; ARGV id, note -> 1, or 0 as _FINISH.
+_RELEASE = """
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'queued', 'note', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'tries', -1)
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return 1
 """
 
 # KEYS taken list, heartbeat, queue, active; ARGV job key prefix, max tries, now -> ids moved
@@ -123,11 +152,14 @@ class TrainingQueue:
         self.max_tries = max_tries
         self._submit = redis.register_script(_SUBMIT)
         self._recover = redis.register_script(_RECOVER)
+        self._finish = redis.register_script(_FINISH)
+        self._release = redis.register_script(_RELEASE)
 
     async def submit(self, *, project: str) -> tuple[TrainingJob, bool]:
         """Queue a retraining, or answer the one queued or running: (the job, whether new)."""
         keys = [ACTIVE, QUEUE, JOBS]
-        job_id, new = await self._submit(keys, [new_job_id(), time.time(), project, job_key("")])
+        args = [new_job_id(), time.time(), project, job_key(""), KEEP]
+        job_id, new = await self._submit(keys, args)
         job = await self.get(job_id)
         assert job is not None  # written by the script just now, or queued/running before
         return job, bool(new)
@@ -147,8 +179,15 @@ class TrainingQueue:
         """Training workers alive now (their heartbeat not expired)."""
         return len([k async for k in self.redis.scan_iter(match=heartbeat_key("*"), count=100)])
 
-    async def beat(self, worker: str, ttl_s: float) -> None:
-        await self.redis.set(heartbeat_key(worker), "1", px=max(1, int(ttl_s * 1000)))
+    async def beat(self, worker: str, ttl_s: float, job_id: str | None = None) -> bool:
+        """Renew the worker's heartbeat; whether it still holds ``job_id`` (a worker that
+        missed its heartbeats may have lost it to another)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(heartbeat_key(worker), "1", px=max(1, int(ttl_s * 1000)))
+            if job_id is not None:
+                pipe.lpos(taken_key(worker), job_id)
+            answers = await pipe.execute()
+        return job_id is None or answers[1] is not None
 
     async def recover(self) -> list[str]:
         """Put back on the queue the jobs of workers whose heartbeat expired."""
@@ -161,8 +200,11 @@ class TrainingQueue:
 
     async def take(self, worker: str, block_s: float) -> str | None:
         """The next job for ``worker`` (held in its taken list), marked running; None if none
-        came within ``block_s``."""
-        job_id = await self.redis.blmove(QUEUE, taken_key(worker), block_s, "RIGHT", "LEFT")
+        came within ``block_s``. One its list holds already comes first: a take (or an outcome)
+        cut short by Redis going away, begun again rather than held by a live worker forever."""
+        job_id = await self.redis.lindex(taken_key(worker), -1)
+        if job_id is None:
+            job_id = await self.redis.blmove(QUEUE, taken_key(worker), block_s, "RIGHT", "LEFT")
         if job_id is None:
             return None
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -174,29 +216,19 @@ class TrainingQueue:
             await pipe.execute()
         return job_id
 
-    async def release(self, job_id: str, worker: str, note: str) -> None:
-        """Give a job back untried (the worker is stopping): first in the queue again."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping={"state": "queued", "note": note})
-            pipe.hincrby(job_key(job_id), "tries", -1)
-            pipe.rpush(QUEUE, job_id)
-            pipe.lrem(taken_key(worker), 0, job_id)
-            await pipe.execute()
+    async def release(self, job_id: str, worker: str, note: str) -> bool:
+        """Give a job back untried (the worker is stopping): first in the queue again. False
+        (nothing changed) when ``worker`` no longer holds it."""
+        keys = [taken_key(worker), job_key(job_id), QUEUE]
+        return bool(await self._release(keys, [job_id, note]))
 
-    async def finish(self, job_id: str, worker: str, state: str, **fields: str) -> None:
-        """Record the outcome (succeeded or failed) and free the one-at-a-time slot."""
+    async def finish(self, job_id: str, worker: str, state: str, **fields: str) -> bool:
+        """Record the outcome (succeeded or failed) and free the one-at-a-time slot. False
+        (nothing changed) when ``worker`` no longer holds the job."""
         assert state in ("succeeded", "failed")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping={
-                "state": state, "finished_at": time.time(), **fields,
-            })  # fmt: skip
-            pipe.lrem(taken_key(worker), 0, job_id)
-            await pipe.execute()
-        # Only this job's slot: a WATCH-free compare-and-delete.
-        await self.redis.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-            1, ACTIVE, job_id,
-        )  # fmt: skip
+        pairs = {"state": state, "finished_at": time.time(), **fields}
+        args = [job_id, *(x for pair in pairs.items() for x in pair)]
+        return bool(await self._finish([taken_key(worker), job_key(job_id), ACTIVE], args))
 
     async def drained(self) -> bool:
         """No job waits and no worker holds one (a dead worker's job comes back: not yet)."""

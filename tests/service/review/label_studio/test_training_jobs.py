@@ -6,6 +6,8 @@ gives its job back. Real redis-server, real uvicorn, real `labelclean train` (ti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -15,11 +17,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
 
 import httpx
 import pytest
+import redis
+import redis.asyncio as aioredis
 from labelclean.model.bundle import load_bundle
+from labelclean.service.review import retraining as rt
+from labelclean.service.review.label_studio import imports
 from labelclean.service.review.label_studio.reviews import Review, ReviewStore
+from labelclean.service.review.retrain_worker import TrainingWorker
+from redis.exceptions import ConnectionError as RedisDown
 
 from labelclean.cli import main
 from labelclean.settings import Settings
@@ -28,7 +38,7 @@ from labelclean.storage import Storage
 from ....conftest import FAST_TRAIN
 from ...conftest import API_KEY, Server, server_factory  # noqa: F401 - fixtures
 from ...http.test_reload import point
-from ...jobs.conftest import RedisServer, redis_factory, redis_main  # noqa: F401 - fixtures
+from ...jobs.conftest import RedisServer, redis_db, redis_factory, redis_main  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -240,3 +250,170 @@ def test_unknown_jobs_and_bad_settings_are_clear_errors(
     assert code == 2, err
     assert f"LABELCLEAN_TRAINING_DATA: {tmp_path / 'missing'}: no such folder" in err
     assert "Traceback" not in err
+
+
+# Without training: the queue's steps, and a worker whose `labelclean train` is a stand-in.
+
+
+@pytest.fixture
+def url(redis_main: RedisServer, redis_db: redis.Redis) -> str:  # noqa: F811
+    return redis_main.url  # the shared Redis, empty
+
+
+def queue_at(url: str) -> rt.TrainingQueue:
+    return rt.TrainingQueue(aioredis.Redis.from_url(url, decode_responses=True), max_tries=3)
+
+
+def test_a_take_cut_short_a_worker_that_lost_its_job_and_the_jobs_kept(url: str) -> None:
+    async def steps(queue: rt.TrainingQueue) -> None:
+        job, _ = await queue.submit(project="7")
+        pipeline, queue.redis.pipeline = queue.redis.pipeline, Mock(side_effect=RedisDown)
+        with pytest.raises(RedisDown):  # moved to w1's list, not marked running
+            await queue.take("w1", 0.1)
+        queue.redis.pipeline = pipeline
+        assert await queue.take("w1", 0.1) == job.id  # not held by a live worker forever
+        assert await queue.recover() == [job.id]  # w1 never beat: taken back
+        assert await queue.take("w2", 0.1) == job.id
+        assert not await queue.finish(job.id, "w1", "succeeded", bundle="w1's")
+        assert not await queue.release(job.id, "w1", "w1 stopped")
+        found = await queue.get(job.id)
+        assert found and (found.state, found.fields["worker"], found.fields["tries"]) == (
+            "running", "w2", "2") and "bundle" not in found.fields  # fmt: skip
+        assert await queue.redis.llen(rt.QUEUE) == 0  # not queued twice
+        assert (await queue.submit(project="7"))[1] is False  # the slot still held
+        assert await queue.finish(job.id, "w2", "succeeded", bundle="w2's")
+        for _ in range(rt.KEEP + 1):  # only the newest jobs stay in Redis
+            newest = (await queue.submit(project="7"))[0].id
+            await queue.take("w", 0.1)
+            assert await queue.finish(newest, "w", "failed", error="no reviews")
+        assert await queue.redis.zcard(rt.JOBS) == rt.KEEP
+        assert not await queue.redis.exists(rt.job_key(job.id))
+        assert await queue.redis.exists(rt.job_key(newest))
+
+    asyncio.run(steps(queue_at(url)))
+
+
+def stand_in(tmp_path: Path, url: str, script: str) -> TrainingWorker:
+    """A burst worker whose `labelclean train` is ``python -c script RUN JOB_FOLDER``."""
+    worker = TrainingWorker(Settings(
+        redis_url=url, training_data=tmp_path, training_runs=tmp_path / "runs", model=tmp_path,
+        label_studio_reviews=str(tmp_path / "reviews"), job_claim_idle_s=1.5,
+    ), burst=True)  # fmt: skip
+    worker._prepare = lambda job_id, folder: (  # type: ignore[method-assign]
+        folder.mkdir(parents=True, exist_ok=True),
+        [sys.executable, "-c", script, str(folder / "run"), str(folder)])[1]  # fmt: skip
+    return worker
+
+
+def run_worker(worker: TrainingWorker, url: str) -> dict:  # the job queued, run: the job after
+    job_id = asyncio.run(queue_at(url).submit(project="7"))[0].id
+    assert asyncio.run(asyncio.wait_for(worker.run(), 60)) == 0
+    return asyncio.run(queue_at(url).get(job_id)).public()  # type: ignore[union-attr]
+
+
+REPORT = "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/report.json', 'w')" \
+    ".write('{}'); open(sys.argv[2] + '/tries', 'a').write('1')"  # fmt: skip
+PID = "import os, sys, time; open(sys.argv[2] + '/pid', 'w').write(str(os.getpid())); " \
+    "time.sleep(60)"  # fmt: skip
+
+
+def test_outcomes_wait_out_redis_and_say_why(tmp_path: Path, url: str, monkeypatch) -> None:
+    worker = stand_in(tmp_path, url, REPORT)
+    finish, down = worker.queue.finish, [RedisDown("gone")]
+
+    async def flaky(*args: Any, **fields: str) -> bool:  # Redis away when the training ends
+        if down:
+            raise down.pop()
+        return await finish(*args, **fields)
+
+    worker.queue.finish = flaky  # type: ignore[method-assign]
+    job = run_worker(worker, url)
+    assert (job["state"], job["tries"]) == ("succeeded", 1), job
+    assert Path(job["run"], "..", "tries").read_text() == "1"  # trained once
+    job = run_worker(stand_in(tmp_path, url, "pass"), url)  # e.g. `--help` in TRAINING_ARGS
+    assert job["state"] == "failed" and "status 0 but left no report" in job["error"], job
+
+    worker = stand_in(tmp_path, url, "import sys; sys.exit(1)")
+    wait = asyncio.subprocess.Process.wait
+
+    async def signalled_too(child: asyncio.subprocess.Process) -> int:
+        code = await wait(child)  # SIGTERM to the group (systemd) or Ctrl-C: the child ended
+        worker.stopping.set()  # and the worker's own handler ran
+        await asyncio.sleep(0.2)
+        return code
+
+    monkeypatch.setattr(asyncio.subprocess.Process, "wait", signalled_too)
+    job = run_worker(worker, url)  # given back, not failed (nor the worker crashed)
+    assert (job["state"], job["tries"]) == ("queued", 0) and "stopped; queued" in job["note"]
+
+
+def test_heartbeats_go_on_while_reviews_are_read(tmp_path: Path, url: str, monkeypatch) -> None:
+    worker = stand_in(tmp_path, url, "pass")
+    del worker._prepare  # the real one, reading a slow store
+    beats, db = [], redis.Redis.from_url(url)
+
+    def slow_store(uri: str) -> tuple[str, int]:
+        for _ in range(40):  # 4 s, the heartbeat's expiry 1.5 s
+            beats.append(db.exists(rt.heartbeat_key(worker.name)))
+            time.sleep(0.1)
+        return "", 0
+
+    monkeypatch.setattr(imports, "from_store", slow_store)
+    job = run_worker(worker, url)
+    assert (job["state"], job["tries"]) == ("failed", 1) and "no reviews in" in job["error"]
+    assert all(beats), beats  # no other worker would have taken the job back
+
+
+def child_pid(pid_file: Path) -> int:
+    for _ in range(300):
+        if pid_file.is_file() and pid_file.read_text():
+            return int(pid_file.read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"no training child wrote {pid_file}")
+
+
+def ended(pid: int) -> bool:  # gone (or a zombie) within 10 s
+    for _ in range(100):
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z":
+                time.sleep(0.1)
+                continue
+        return True
+    return False
+
+
+def test_no_training_runs_on_once_its_worker_lost_the_job_or_died(tmp_path: Path, url: str) -> None:
+    worker = stand_in(tmp_path, url, PID)
+
+    async def lost(queue: rt.TrainingQueue) -> tuple[bool, dict]:
+        job_id = (await queue.submit(project="7"))[0].id
+        running = asyncio.create_task(worker.run())
+        pid = await asyncio.to_thread(child_pid, tmp_path / "runs" / job_id / "pid")
+        await queue.beat("other", 60)  # another worker took it back (this one's beats missed)
+        await queue.redis.lrem(rt.taken_key(worker.name), 0, job_id)
+        await queue.redis.lpush(rt.taken_key("other"), job_id)
+        await queue.redis.hset(rt.job_key(job_id), "worker", "other")
+        gone = await asyncio.to_thread(ended, pid)
+        worker.stopping.set()
+        await asyncio.wait_for(running, 60)
+        return gone, (await queue.get(job_id)).public()  # type: ignore[union-attr]
+
+    gone, job = asyncio.run(lost(queue_at(url)))
+    assert gone and (job["state"], job["worker"], job["tries"]) == ("running", "other", 1), job
+    if not sys.platform.startswith("linux"):  # PR_SET_PDEATHSIG
+        return
+    redis.Redis.from_url(url).flushall()
+    job_id = asyncio.run(queue_at(url).submit(project="7"))[0].id
+    code = (
+        "import asyncio, sys, pathlib, tests.service.review.label_studio.test_training_jobs "
+        "as t; asyncio.run(t.stand_in(pathlib.Path(sys.argv[1]), sys.argv[2], t.PID).run())"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), url])
+    pid = child_pid(tmp_path / "runs" / job_id / "pid")
+    killed.kill()  # the worker alone, as the OOM killer would
+    killed.wait()
+    try:
+        assert ended(pid)  # not training on beside the worker that begins the job again
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
