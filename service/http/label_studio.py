@@ -92,6 +92,11 @@ class LabelStudio:
 
 def _shared(request: Request) -> tuple[ServiceState, LabelStudio]:
     authorize(request)
+    return _context(request)
+
+
+def _context(request: Request) -> tuple[ServiceState, LabelStudio]:
+    """What the routes share, for a caller already authorized."""
     state: ServiceState = request.app.state.service
     shared = getattr(request.app.state, "label_studio", None)
     if shared is None:
@@ -252,12 +257,13 @@ async def webhook(request: Request) -> dict[str, Any]:
     """Annotations created, edited or deleted become, change or withdraw verified labels;
     START_TRAINING queues a retraining where the deployment allows it (``training``); other
     events ignored."""
-    state, shared = _shared(request)
+    caller = authorize(request)
+    state, shared = _context(request)
     body = await _json(request)
     action = str(body.get("action") or "")
     project = body.get("project") if isinstance(body.get("project"), dict) else {}
     if action == "START_TRAINING":
-        check_admin(state.settings.admin_keys, authorize(request), "Label Studio's Start Training")
+        check_admin(state.settings.admin_keys, caller, "Label Studio's Start Training")
         return await start_training(request, project)
     if action not in ANNOTATION_EVENTS + DELETE_EVENTS:
         return {"status": "ignored", "action": action[:40]}
